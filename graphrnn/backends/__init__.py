@@ -1,0 +1,1 @@
+"""Backends: lowerings of the same graph. `reference` is the oracle every other is checked against."""

@@ -1,0 +1,119 @@
+"""A model compiled for one backend and dtype: the user-facing forward and loss_and_grad.
+
+This class owns what every backend shares (checking and converting user arrays, the axis
+lengths and batch size, naming results); a backend only evaluates a graph on aligned arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import numpy as np
+
+from graphrnn.autodiff import grad
+from graphrnn.errors import DataError
+from graphrnn.ir.graph import Graph
+from graphrnn.ir.node import Node
+from graphrnn.ir.registry import EvalEnv
+from graphrnn.layout import check_array, from_aligned, to_aligned
+
+Executor = Callable[[Graph, EvalEnv, dict[int, np.ndarray]], dict[int, np.ndarray]]
+
+
+class Compiled:
+    """`forward(params, inputs)` and `loss_and_grad(params, inputs, targets)` for one backend.
+
+    The loss is the model's declared loss averaged over the batch; gradients are of that mean,
+    keyed by parameter and input name.
+    """
+
+    def __init__(self, graph: Graph, dtype: str, executor: Executor, backend: str):
+        self.graph = graph
+        self.dtype = np.dtype(dtype)
+        self.backend = backend
+        self._run = executor
+        self._adjoint: Graph | None = None
+        self._forward_graph = replace(graph, loss=None)
+
+    @property
+    def adjoint(self) -> Graph:
+        if self._adjoint is None:
+            self._adjoint = grad(self.graph)
+        return self._adjoint
+
+    def forward(self, params: Mapping, inputs: Mapping) -> dict[str, np.ndarray]:
+        values = self._evaluate(self._forward_graph, params, inputs, None)
+        return {name: self._out(values, node) for name, node in self.graph.outputs.items()}
+
+    def loss_and_grad(
+        self, params: Mapping, inputs: Mapping, targets: Mapping
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        g = self.adjoint
+        values = self._evaluate(g, params, inputs, targets)
+        loss = float(values[g.outputs["loss"].id].reshape(()))
+        grads = {}
+        for key, node in g.outputs.items():
+            if key.startswith("grad:"):
+                name = key[5:]
+                leaf = g.params.get(name) or g.inputs[name]
+                grads[name] = self._out(values, node, like=leaf)
+        return loss, grads
+
+    def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
+        return self.loss_and_grad(params, inputs, targets)[0]
+
+    def _out(self, values, node: Node, like: Node | None = None) -> np.ndarray:
+        like = like or node
+        array = values[node.id]
+        env = self._env
+        array = np.broadcast_to(array, env.aligned_shape(like.context, like.shape))
+        return from_aligned(array, like, self.graph.axes)
+
+    def _evaluate(self, graph: Graph, params, inputs, targets) -> dict[int, np.ndarray]:
+        leaves = {}
+        checked = {}
+        for role, given, declared in (
+            ("input", inputs, graph.inputs),
+            ("target", targets or {}, graph.targets if targets is not None else {}),
+        ):
+            for name, node in declared.items():
+                if name not in given:
+                    raise DataError(f"missing {role} '{name}'; the model declares {sorted(declared)}")
+                checked[name] = (check_array(name, given[name], node, graph.axes, role), node)
+        self._env = self._make_env(checked)
+        for name, (array, node) in checked.items():
+            leaves[node.id] = to_aligned(array.astype(self.dtype), node, graph.axes)
+        for name, node in graph.params.items():
+            if name not in params:
+                raise DataError(f"missing parameter '{name}'")
+            array = np.asarray(params[name], dtype=self.dtype)
+            if array.shape != node.shape:
+                raise DataError(
+                    f"parameter '{name}' has shape {list(array.shape)}; expected {list(node.shape)}"
+                )
+            leaves[node.id] = to_aligned(array, node, graph.axes)
+        return self._run(graph, self._env, leaves)
+
+    def _make_env(self, checked) -> EvalEnv:
+        sizes: dict[str, int] = {}
+        batch = None
+        for name, (array, node) in checked.items():
+            lead = [a for a in self.graph.axes if a in node.axes]
+            for k, axis in enumerate(lead):
+                if sizes.setdefault(axis, array.shape[k]) != array.shape[k]:
+                    raise DataError(
+                        f"'{name}' has {array.shape[k]} steps along '{axis}', "
+                        f"other data has {sizes[axis]}"
+                    )
+            b = array.shape[len(lead)]
+            if batch is None:
+                batch = b
+            elif b != batch:
+                raise DataError(f"'{name}' has batch size {b}, other data has {batch}")
+        for axis in self.graph.axes:
+            if axis not in sizes:
+                raise DataError(f"no input gives the length of axis '{axis}'")
+            if sizes[axis] < 1:
+                raise DataError(f"axis '{axis}' has length 0; give at least one step")
+        return EvalEnv(self.graph.axes, sizes, batch or 1, self.dtype)

@@ -1,0 +1,46 @@
+"""The functions a model file can call, mapped onto IR ops.
+
+Most are one op each; `zeros`/`ones` make constants, `dim(x)` is the size of x's last
+dimension (a compile-time integer), and the reducing `sum`/`mean` of one vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# DSL name -> (IR op, number of arguments; None for any number)
+OP_FUNCTIONS: dict[str, tuple[str, int | None]] = {
+    "tanh": ("tanh", 1),
+    "sigmoid": ("sigmoid", 1),
+    "relu": ("relu", 1),
+    "exp": ("exp", 1),
+    "log": ("log", 1),
+    "sqrt": ("sqrt", 1),
+    "softmax": ("softmax", 1),
+    "log_softmax": ("log_softmax", 1),
+    "sum": ("sum", 1),
+    "mean": ("mean", 1),
+    "transpose": ("transpose", 1),
+    "outer": ("outer", 2),
+    "concat": ("concat", None),
+    "softmax_cross_entropy": ("softmax_cross_entropy", 2),
+    "mse": ("mse", 2),
+}
+
+CONSTANT_FUNCTIONS = {"zeros": 0.0, "ones": 1.0}
+
+SPECIAL_FUNCTIONS = {"dim", "slice"}
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A builtin function as a value, so `act = tanh` can be passed to a definition."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def is_builtin(name: str) -> bool:
+    return name in OP_FUNCTIONS or name in CONSTANT_FUNCTIONS or name in SPECIAL_FUNCTIONS

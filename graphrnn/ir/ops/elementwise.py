@@ -1,0 +1,85 @@
+"""Elementwise ops. Binary ops take equal per-example shapes, or one scalar operand.
+
+VJPs reuse the op's own output where that is cheaper: tanh' = 1 - y^2, sigmoid' = y(1 - y).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphrnn.ir.registry import ShapeMismatch, apply, register
+from graphrnn.ir.ops.leaf import const
+
+
+def _unary_shape(shapes, **attrs):
+    return shapes[0]
+
+
+def _binary_shape(shapes, **attrs):
+    a, b = shapes
+    if a == b or b == ():
+        return a
+    if a == ():
+        return b
+    raise ShapeMismatch("elementwise operands must have the same shape, or one be a scalar")
+
+
+def _trailing(node, arrays):
+    """Give scalar operands a trailing axis so they broadcast against vectors per example."""
+    rank = len(node.shape)
+    return [
+        a.reshape(a.shape + (1,) * (rank - len(i.shape))) if len(i.shape) < rank else a
+        for a, i in zip(arrays, node.inputs)
+    ]
+
+
+def unary(name, fn, vjp):
+    register(
+        name,
+        shape=_unary_shape,
+        evaluate=lambda env, node, x: fn(x),
+        vjp=vjp,
+        arity=1,
+        elementwise=True,
+    )
+
+
+def binary(name, fn, vjp):
+    register(
+        name,
+        shape=_binary_shape,
+        evaluate=lambda env, node, a, b: fn(*_trailing(node, [a, b])),
+        vjp=vjp,
+        arity=2,
+        elementwise=True,
+    )
+
+
+def _one_minus(y):
+    return apply("sub", const(1.0), y)
+
+
+def _sigmoid(x):
+    return 0.5 * np.tanh(0.5 * x) + 0.5
+
+
+unary("neg", np.negative, lambda n, g: [apply("neg", g)])
+unary("exp", np.exp, lambda n, g: [apply("mul", g, n)])
+unary("log", np.log, lambda n, g: [apply("div", g, n.inputs[0])])
+unary("sqrt", np.sqrt, lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
+unary("tanh", np.tanh, lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))])
+unary("sigmoid", _sigmoid, lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))])
+unary("relu", lambda x: np.maximum(x, 0), lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))])
+unary("step", lambda x: (x > 0).astype(x.dtype), lambda n, g: [None])
+
+binary("add", np.add, lambda n, g: [g, g])
+binary("sub", np.subtract, lambda n, g: [g, apply("neg", g)])
+binary("mul", np.multiply, lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])])
+binary(
+    "div",
+    np.divide,
+    lambda n, g: [
+        apply("div", g, n.inputs[1]),
+        apply("neg", apply("div", apply("mul", g, n), n.inputs[1])),
+    ],
+)
