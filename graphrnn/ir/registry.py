@@ -8,8 +8,7 @@ shape rule. A shape rule raises `ShapeMismatch` with a sentence; `apply` turns i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class Op:
     arity: int | None
     context: ContextRule | None = None
     elementwise: bool = False
-    lowering: dict[str, Any] = field(default_factory=dict)
+    scalar: str | None = None
 
 
 OPS: dict[str, Op] = {}
@@ -71,9 +70,11 @@ def register(
     vjp: VJP | None,
     arity: int | None,
     context: ContextRule | None = None,
-    elementwise: bool = False,
+    scalar: str | None = None,
 ) -> Op:
-    op = Op(name, shape, evaluate, vjp, arity, context, elementwise)
+    """`scalar` is the elementwise formula, e.g. "tanh({0})", that every compiled backend
+    expands into its fused loops; backends provide tanh, exp, log, sqrt, sigmoid, relu, step."""
+    op = Op(name, shape, evaluate, vjp, arity, context, scalar is not None, scalar)
     OPS[name] = op
     return op
 

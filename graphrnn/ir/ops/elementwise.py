@@ -33,25 +33,25 @@ def _trailing(node, arrays):
     ]
 
 
-def unary(name, fn, vjp):
+def unary(name, fn, scalar, vjp):
     register(
         name,
         shape=_unary_shape,
         evaluate=lambda env, node, x: fn(x),
         vjp=vjp,
         arity=1,
-        elementwise=True,
+        scalar=scalar,
     )
 
 
-def binary(name, fn, vjp):
+def binary(name, fn, scalar, vjp):
     register(
         name,
         shape=_binary_shape,
         evaluate=lambda env, node, a, b: fn(*_trailing(node, [a, b])),
         vjp=vjp,
         arity=2,
-        elementwise=True,
+        scalar=scalar,
     )
 
 
@@ -63,21 +63,22 @@ def _sigmoid(x):
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
 
-unary("neg", np.negative, lambda n, g: [apply("neg", g)])
-unary("exp", np.exp, lambda n, g: [apply("mul", g, n)])
-unary("log", np.log, lambda n, g: [apply("div", g, n.inputs[0])])
-unary("sqrt", np.sqrt, lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
-unary("tanh", np.tanh, lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))])
-unary("sigmoid", _sigmoid, lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))])
-unary("relu", lambda x: np.maximum(x, 0), lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))])
-unary("step", lambda x: (x > 0).astype(x.dtype), lambda n, g: [None])
+unary("neg", np.negative, "(-{0})", lambda n, g: [apply("neg", g)])
+unary("exp", np.exp, "exp({0})", lambda n, g: [apply("mul", g, n)])
+unary("log", np.log, "log({0})", lambda n, g: [apply("div", g, n.inputs[0])])
+unary("sqrt", np.sqrt, "sqrt({0})", lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
+unary("tanh", np.tanh, "tanh({0})", lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))])
+unary("sigmoid", _sigmoid, "sigmoid({0})", lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))])
+unary("relu", lambda x: np.maximum(x, 0), "relu({0})", lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))])
+unary("step", lambda x: (x > 0).astype(x.dtype), "step({0})", lambda n, g: [None])
 
-binary("add", np.add, lambda n, g: [g, g])
-binary("sub", np.subtract, lambda n, g: [g, apply("neg", g)])
-binary("mul", np.multiply, lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])])
+binary("add", np.add, "({0} + {1})", lambda n, g: [g, g])
+binary("sub", np.subtract, "({0} - {1})", lambda n, g: [g, apply("neg", g)])
+binary("mul", np.multiply, "({0} * {1})", lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])])
 binary(
     "div",
     np.divide,
+    "({0} / {1})",
     lambda n, g: [
         apply("div", g, n.inputs[1]),
         apply("neg", apply("div", apply("mul", g, n), n.inputs[1])),
