@@ -17,8 +17,8 @@ class Source:
     text: str
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 1 <= number <= len(lines) else ""
+        lines = self.text.split("\n")
+        return lines[number - 1].rstrip("\r") if 1 <= number <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Loc:
         text = self.source.line(self.line)
         end = self.end_col if self.end_line == self.line else len(text) + 1
         width = max(1, end - self.col)
-        return f"    {text}\n    {' ' * (self.col - 1)}{'^' * width}"
+        pad = "".join(c if c == "\t" else " " for c in text[: self.col - 1])
+        return f"    {text}\n    {pad}{'^' * width}"
 
 
 class GraphRNNError(Exception):
