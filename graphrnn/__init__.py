@@ -1,9 +1,9 @@
 """graphrnn: recurrent networks written as cyclic graphs, compiled to training code.
 
-    import graphrnn as gr
-    model = gr.load("models/elman.grnn", I=8, H=16, O=4)
-    fn = model.compile(backend="reference", dtype="float64")
-    loss, grads = fn.loss_and_grad(model.params, {"x": x}, {"y": y})
+import graphrnn as gr
+model = gr.load("models/elman.grnn", I=8, H=16, O=4)
+fn = model.compile(backend="reference", dtype="float64")
+loss, grads = fn.loss_and_grad(model.params, {"x": x}, {"y": y})
 """
 
 from graphrnn.errors import DataError, DSLError, GraphRNNError

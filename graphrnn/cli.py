@@ -57,7 +57,9 @@ def cmd_check(args) -> int:
 
     model = _load(args, fill_sizes=True)
     if model.graph.loss is None:
-        raise GraphRNNError(f"{args.model}: the model declares no loss, so there is nothing to check")
+        raise GraphRNNError(
+            f"{args.model}: the model declares no loss, so there is nothing to check"
+        )
     sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
     print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
     results = gradient_check(model, args.tau, args.batch, args.seed, args.backend)

@@ -32,7 +32,7 @@ class Compiled:
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.backend = backend
-        self._run = executor
+        self.executor = executor
         self._adjoint: Graph | None = None
         self._forward_graph = replace(graph, loss=None)
 
@@ -79,10 +79,12 @@ class Compiled:
         ):
             for name, node in declared.items():
                 if name not in given:
-                    raise DataError(f"missing {role} '{name}'; the model declares {sorted(declared)}")
+                    raise DataError(
+                        f"missing {role} '{name}'; the model declares {sorted(declared)}"
+                    )
                 checked[name] = (check_array(name, given[name], node, graph.axes, role), node)
         self._env = self._make_env(checked)
-        for name, (array, node) in checked.items():
+        for array, node in checked.values():
             leaves[node.id] = to_aligned(array.astype(self.dtype), node, graph.axes)
         for name, node in graph.params.items():
             if name not in params:
@@ -93,7 +95,7 @@ class Compiled:
                     f"parameter '{name}' has shape {list(array.shape)}; expected {list(node.shape)}"
                 )
             leaves[node.id] = to_aligned(array, node, graph.axes)
-        return self._run(graph, self._env, leaves)
+        return self.executor(graph, self._env, leaves)
 
     def _make_env(self, checked) -> EvalEnv:
         sizes: dict[str, int] = {}

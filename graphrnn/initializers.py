@@ -56,12 +56,15 @@ def glorot_normal(rng, shape, gain=1.0):
     return rng.normal(0.0, gain * np.sqrt(2.0 / (fan_in + fan_out)), shape)
 
 
-def kaiming_uniform(rng, shape, gain=np.sqrt(2.0)):
+SQRT2 = float(np.sqrt(2.0))
+
+
+def kaiming_uniform(rng, shape, gain=SQRT2):
     limit = gain * np.sqrt(3.0 / _fans(shape)[0])
     return rng.uniform(-limit, limit, shape)
 
 
-def kaiming_normal(rng, shape, gain=np.sqrt(2.0)):
+def kaiming_normal(rng, shape, gain=SQRT2):
     return rng.normal(0.0, gain / np.sqrt(_fans(shape)[0]), shape)
 
 

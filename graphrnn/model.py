@@ -77,7 +77,9 @@ def load(path: str | Path, seed: int = 0, model: str | None = None, **sizes: int
     return Model(lower_model(module, sizes, model), sizes, seed, str(path))
 
 
-def loads(text: str, seed: int = 0, model: str | None = None, path: str = "<string>", **sizes) -> Model:
+def loads(
+    text: str, seed: int = 0, model: str | None = None, path: str = "<string>", **sizes
+) -> Model:
     """`load` from a string, for models written inline (tests, notebooks)."""
     module = parse(text, path)
     return Model(lower_model(module, sizes, model), sizes, seed, None)

@@ -73,12 +73,13 @@ def _loop(component: list[Node], ids: set[int]) -> Loop:
             "a recurrence must run in one direction along one axis; split it into two "
             "recurrences (e.g. a forward and a backward one) and combine their outputs",
         )
-    (axis, forward), = kinds
+    ((axis, forward),) = kinds
     return Loop(axis, forward, order)
 
 
 def _order_without_delays(component: list[Node], ids: set[int]) -> list[Node] | None:
     """Topological order of a component with its delayed edges cut; None if a cycle remains."""
+
     def same_step_inputs(n: Node) -> list[Node]:
         inputs = n.inputs[1:] if n.op == "delay" else n.inputs
         return [i for i in inputs if i.id in ids]

@@ -1,1 +1,1 @@
-"""Backends: lowerings of the same graph. `reference` is the oracle every other is checked against."""
+"""Backends: lowerings of the same graph; `reference` is the oracle for every other."""

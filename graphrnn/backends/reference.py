@@ -15,7 +15,9 @@ from graphrnn.ir.registry import OPS, EvalEnv
 from graphrnn.schedule import Bulk, Loop, schedule
 
 
-def evaluate(roots: list[Node], env: EvalEnv, leaves: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+def evaluate(
+    roots: list[Node], env: EvalEnv, leaves: dict[int, np.ndarray]
+) -> dict[int, np.ndarray]:
     """Values of every scheduled node, keyed by node id; `leaves` holds aligned leaf arrays."""
     values = dict(leaves)
     for item in schedule(roots):

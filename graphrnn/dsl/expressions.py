@@ -193,7 +193,7 @@ def _index(lw, arg, axis: str, name: str, frame: Frame):
     used = evaluate(lw, base, frame) if isinstance(base, ast.Name) else None
     if not isinstance(used, Axis):
         raise DSLError(
-            f"an index is an axis with an optional shift (t, t-1, t+1), a step number or end",
+            "an index is an axis with an optional shift (t, t-1, t+1), a step number or end",
             arg.loc,
             _in(frame),
         )

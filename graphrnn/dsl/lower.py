@@ -205,7 +205,9 @@ class Lowerer:
 
     def _declare_input(self, scope: Scope, stmt: ast.InputDecl, frame: Frame) -> None:
         if scope.prefix:
-            raise DSLError("inputs and targets are declared in the model, not in a definition", stmt.loc)
+            raise DSLError(
+                "inputs and targets are declared in the model, not in a definition", stmt.loc
+            )
         shape = self.dims(stmt.dims, frame)
         for axis in stmt.over:
             if axis not in self.graph.axes:
@@ -269,7 +271,7 @@ class Lowerer:
         finally:
             scope.busy.discard(name)
         value = self._fit_equation(scope, name, stmt, _as_node(value, stmt.value.loc), axes)
-        if value.name is None or value.op in ("input", "param", "alias"):
+        if value.name is not None or value.op in ("input", "param", "alias", "const"):
             value = apply("add", value, const(0.0), name=scope.qualified(name), loc=stmt.loc)
         else:
             value.name, value.loc = scope.qualified(name), stmt.loc

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphrnn.ir.node import STATIC, Context
-from graphrnn.ir.registry import ShapeMismatch, apply, register
 from graphrnn.ir.ops.leaf import const
+from graphrnn.ir.registry import ShapeMismatch, apply, register
 
 
 def _take(env, x, axis, start, stop):
@@ -154,9 +154,7 @@ register(
 register(
     "expand_axis",
     shape=_same_shape,
-    evaluate=lambda env, node, x: np.broadcast_to(
-        x, env.aligned_shape(node.context, node.shape)
-    ),
+    evaluate=lambda env, node, x: np.broadcast_to(x, env.aligned_shape(node.context, node.shape)),
     vjp=lambda n, g: [apply("reduce_axis", g, axis=n.attrs["axis"], kind="sum")],
     arity=1,
     context=_add_axis,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphrnn.ir.registry import ShapeMismatch, apply, register
 from graphrnn.ir.ops.leaf import const
+from graphrnn.ir.registry import ShapeMismatch, apply, register
 
 
 def _unary_shape(shapes, **attrs):
@@ -68,13 +68,28 @@ unary("exp", np.exp, "exp({0})", lambda n, g: [apply("mul", g, n)])
 unary("log", np.log, "log({0})", lambda n, g: [apply("div", g, n.inputs[0])])
 unary("sqrt", np.sqrt, "sqrt({0})", lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
 unary("tanh", np.tanh, "tanh({0})", lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))])
-unary("sigmoid", _sigmoid, "sigmoid({0})", lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))])
-unary("relu", lambda x: np.maximum(x, 0), "relu({0})", lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))])
+unary(
+    "sigmoid",
+    _sigmoid,
+    "sigmoid({0})",
+    lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))],
+)
+unary(
+    "relu",
+    lambda x: np.maximum(x, 0),
+    "relu({0})",
+    lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))],
+)
 unary("step", lambda x: (x > 0).astype(x.dtype), "step({0})", lambda n, g: [None])
 
 binary("add", np.add, "({0} + {1})", lambda n, g: [g, g])
 binary("sub", np.subtract, "({0} - {1})", lambda n, g: [g, apply("neg", g)])
-binary("mul", np.multiply, "({0} * {1})", lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])])
+binary(
+    "mul",
+    np.multiply,
+    "({0} * {1})",
+    lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])],
+)
 binary(
     "div",
     np.divide,

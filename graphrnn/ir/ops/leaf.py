@@ -41,7 +41,9 @@ register("const", shape=_const_shape, evaluate=_const_eval, vjp=None, arity=0)
 
 
 def input_node(name: str, shape, axes=(), loc: Loc | None = None, role: str = "input") -> Node:
-    return Node("input", [], {"role": role}, tuple(shape), Context(frozenset(axes), True), name, loc)
+    return Node(
+        "input", [], {"role": role}, tuple(shape), Context(frozenset(axes), True), name, loc
+    )
 
 
 def param_node(name: str, shape, init: tuple, loc: Loc | None = None) -> Node:
@@ -49,7 +51,9 @@ def param_node(name: str, shape, init: tuple, loc: Loc | None = None) -> Node:
 
 
 def const(value: float, shape=(), loc: Loc | None = None) -> Node:
-    return Node("const", [], {"value": float(value), "shape": tuple(shape)}, tuple(shape), STATIC, None, loc)
+    return Node(
+        "const", [], {"value": float(value), "shape": tuple(shape)}, tuple(shape), STATIC, None, loc
+    )
 
 
 def placeholder(shape, context: Context, name: str | None = None, loc: Loc | None = None) -> Node:

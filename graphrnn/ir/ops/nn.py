@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphrnn.ir.registry import ShapeMismatch, apply, register
 from graphrnn.ir.ops.leaf import const
+from graphrnn.ir.registry import ShapeMismatch, apply, register
 
 
 def _vector_shape(shapes, **attrs):
@@ -35,7 +35,9 @@ register(
     "log_softmax",
     shape=_vector_shape,
     evaluate=lambda env, node, x: _log_softmax(x),
-    vjp=lambda n, g: [apply("sub", g, apply("mul", apply("softmax", n.inputs[0]), apply("sum", g)))],
+    vjp=lambda n, g: [
+        apply("sub", g, apply("mul", apply("softmax", n.inputs[0]), apply("sum", g)))
+    ],
     arity=1,
 )
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from graphrnn.ir.node import Context
-from graphrnn.ir.registry import ShapeMismatch, apply, register
 from graphrnn.ir.ops.leaf import const
+from graphrnn.ir.registry import ShapeMismatch, apply, register
 
 
 def _concat_shape(shapes, **attrs):

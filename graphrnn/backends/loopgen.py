@@ -1,0 +1,236 @@
+"""Lowering of a scheduled graph to explicit loop nests in Python source, for Numba.
+
+Every value lives in a preallocated buffer in the aligned layout (ir/node.py); a node becomes a
+loop nest over its dimensions, reading its operands with index 0 wherever they do not vary
+(broadcasting resolved at compile time). Elementwise nodes of equal extent that follow each
+other are fused into one nest, keeping intermediates in scalars. Large products whose matrix is
+a parameter become one BLAS call; a parameter gradient sum_t,b outer(a, b) becomes one GEMM.
+Recurrences become `for t in range(...)` loops with the step index fixed to t.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from graphrnn.ir.node import STATIC, Node
+from graphrnn.ir.registry import OPS
+from graphrnn.schedule import Bulk, Loop
+
+BLAS_MIN = 64 * 64
+
+
+class LoopGen:
+    def __init__(self, axes: tuple[str, ...], dtype: str, roots: list[Node], items, leaves):
+        self.axes = axes
+        self.dtype = dtype
+        self.roots = roots
+        self.items = items
+        self.leaves = leaves
+        self.lines: list[str] = []
+        self.depth = 1
+        self.fixed: dict[str, str] = {}
+        self.users: dict[int, list[Node]] = defaultdict(list)
+        self.allocated: set[int] = set()
+        self.temps: dict[int, str] = {}
+        for item in items:
+            for node in _nodes(item):
+                for i in node.inputs:
+                    self.users[i.id].append(node)
+        self.root_ids = {r.id for r in roots}
+        self.number: dict[int, int] = {}
+        for node in list(leaves) + [n for item in items for n in _nodes(item)]:
+            self.number.setdefault(node.id, len(self.number))
+        self.virtual = self._gemm_gradients()
+
+    def _gemm_gradients(self) -> set[int]:
+        """Outer products only summed into a parameter's gradient: lowered as one GEMM."""
+        virtual = set()
+        for item in self.items:
+            for n in _nodes(item):
+                if n.op != "reduce_to" or n.inputs[0].op != "outer" or n.context != STATIC:
+                    continue
+                outer = n.inputs[0]
+                a, b = outer.inputs
+                single_use = [u.id for u in self.users[outer.id]] == [n.id]
+                aligned = a.context == b.context == outer.context and outer.batched
+                if single_use and aligned and outer.id not in self.root_ids:
+                    virtual.add(outer.id)
+        return virtual
+
+    # ---- emission helpers ------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def open(self, header: str) -> None:
+        self.emit(header)
+        self.depth += 1
+
+    def close(self, levels: int = 1) -> None:
+        self.depth -= levels
+
+    def buf(self, node: Node) -> str:
+        """Names follow the schedule, not node ids, so equal graphs give equal source."""
+        return f"v{self.number[node.id]}"
+
+    def alloc_shape(self, node: Node) -> str:
+        dims = [f"S_{a}" if a in node.axes else "1" for a in self.axes]
+        dims.append("B" if node.batched else "1")
+        dims.extend(str(d) for d in node.shape)
+        return "(" + ", ".join(dims) + ",)"
+
+    def alloc(self, node: Node, zero: bool = False) -> None:
+        if node.id in self.allocated:
+            if zero:
+                self.emit(f"{self.buf(node)}[...] = 0.0")
+            return
+        self.allocated.add(node.id)
+        fn = "np.zeros" if zero else "np.empty"
+        self.emit(f"{self.buf(node)} = {fn}({self.alloc_shape(node)}, dtype=DT)")
+
+    def axis_var(self, axis: str) -> str:
+        return self.fixed.get(axis, f"i_{axis}")
+
+    def lead_loops(self, node: Node, skip: set[str] = frozenset()) -> int:
+        """Open loops over the axes and batch of `node`; returns how many were opened."""
+        opened = 0
+        for a in self.axes:
+            if a in node.axes and a not in self.fixed and a not in skip:
+                self.open(f"for i_{a} in range(S_{a}):")
+                opened += 1
+        if node.batched:
+            self.open("for ib in range(B):")
+            opened += 1
+        return opened
+
+    def elem_loops(self, shape, names=None) -> tuple[int, list[str]]:
+        names = names or [f"e{k}" for k in range(len(shape))]
+        for name, d in zip(names, shape):
+            self.open(f"for {name} in range({d}):")
+        return len(shape), names
+
+    def ref(self, node: Node, elems, override: dict | None = None, batch_var: str = "ib") -> str:
+        """Index expression of `node`'s buffer inside a nest; 0 where it does not vary."""
+        override = override or {}
+        idx = []
+        for a in self.axes:
+            idx.append(override.get(a, self.axis_var(a)) if a in node.axes else "0")
+        idx.append(batch_var if node.batched else "0")
+        idx.extend(elems)
+        return f"{self.buf(node)}[{', '.join(idx)}]"
+
+    def value(self, node: Node, elems: list[str]) -> str:
+        """A scalar operand: a fused temporary, or a buffer element."""
+        if node.id in self.temps:
+            return self.temps[node.id]
+        return self.ref(node, elems if node.shape else [])
+
+    def needs_buffer(self, node: Node, group_ids: set[int]) -> bool:
+        return node.id in self.root_ids or any(u.id not in group_ids for u in self.users[node.id])
+
+    # ---- the program -----------------------------------------------------------------
+    def generate(self, name: str = "kernel") -> str:
+        args = ", ".join(self.buf(leaf) for leaf in self.leaves)
+        self.lines.append(f"def {name}({args}):")
+        self._sizes()
+        self._allocate_loop_buffers()
+        self._emit_items(self.items)
+        outs = ", ".join(self.buf(r) for r in self.roots)
+        self.emit(f"return ({outs},)")
+        return "\n".join(self.lines) + "\n"
+
+    def _sizes(self) -> None:
+        for axis in self.axes:
+            leaf = next(n for n in self.leaves if axis in n.axes)
+            self.emit(f"S_{axis} = {self.buf(leaf)}.shape[{self.axes.index(axis)}]")
+        batched = next((n for n in self.leaves if n.batched), None)
+        self.emit(f"B = {self.buf(batched)}.shape[{len(self.axes)}]" if batched else "B = 1")
+
+    def _allocate_loop_buffers(self) -> None:
+        for item in self.items:
+            if isinstance(item, Loop):
+                for node in item.nodes:
+                    self.alloc(node)
+
+    def _emit_items(self, items) -> None:
+        pending: list[Node] = []
+        for item in items:
+            if isinstance(item, Bulk) and self._fusable(item.node, pending):
+                pending.append(item.node)
+                continue
+            self._flush(pending)
+            pending = []
+            if isinstance(item, Bulk):
+                if OPS[item.node.op].elementwise:
+                    pending = [item.node]
+                else:
+                    self._node(item.node)
+            else:
+                self._loop(item)
+        self._flush(pending)
+
+    def _fusable(self, node: Node, group: list[Node]) -> bool:
+        if not group or not OPS[node.op].elementwise:
+            return False
+        head = group[0]
+        return node.context == head.context and node.shape == head.shape
+
+    def _flush(self, group: list[Node]) -> None:
+        if group:
+            self._elementwise_group(group)
+
+    def _loop(self, loop: Loop) -> None:
+        axis = loop.axis
+        steps = f"range(S_{axis})" if loop.forward else f"range(S_{axis} - 1, -1, -1)"
+        self.open(f"for t_{axis} in {steps}:")
+        self.fixed[axis] = f"t_{axis}"
+        group: list[Node] = []
+        for node in loop.nodes:
+            if group and self._fusable(node, group):
+                group.append(node)
+                continue
+            self._flush(group)
+            group = []
+            if OPS[node.op].elementwise:
+                group = [node]
+            else:
+                self._node(node)
+        self._flush(group)
+        del self.fixed[axis]
+        self.close()
+
+    def _elementwise_group(self, group: list[Node]) -> None:
+        head = group[0]
+        ids = {n.id for n in group}
+        stored = [n for n in group if self.needs_buffer(n, ids)]
+        for n in stored:
+            self.alloc(n)
+        opened = self.lead_loops(head)
+        k, elems = self.elem_loops(head.shape)
+        for n in group:
+            operands = [self.value(i, elems) for i in n.inputs]
+            tmp = f"s{self.number[n.id]}"
+            self.emit(f"{tmp} = {OPS[n.op].scalar.format(*operands)}")
+            self.temps[n.id] = tmp
+        for n in stored:
+            self.emit(f"{self.ref(n, elems)} = {self.temps[n.id]}")
+        for n in group:
+            del self.temps[n.id]
+        self.close(opened + k)
+
+    def _node(self, node: Node) -> None:
+        from graphrnn.backends import loopgen_ops
+
+        if node.op in ("input", "param"):
+            return
+        lower = getattr(loopgen_ops, f"lower_{node.op}", None)
+        if lower is None:
+            raise NotImplementedError(f"no loop lowering for op '{node.op}'")
+        lower(self, node)
+
+
+def _nodes(item) -> list[Node]:
+    return [item.node] if isinstance(item, Bulk) else item.nodes
+
+
+def is_static_matrix(node: Node) -> bool:
+    return node.context == STATIC and len(node.shape) == 2

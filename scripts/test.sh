@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv and run the linters and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e '.[test]'
+ruff format --check graphrnn tests bench
+ruff check graphrnn tests bench
+export GRAPHRNN_CACHE_DIR="${GRAPHRNN_CACHE_DIR:-$PWD/.cache/graphrnn}"
+python -m pytest -q -p no:cacheprovider
