@@ -1,7 +1,7 @@
 """Pictures of graphs: the folded graph as the user wrote it, and its unrolled DAG.
 
 The IR is built for compilers: one equation `a(t) = U @ x(t) + W @ h(t-1) + b` lowers to a
-handful of anonymous matmul/add nodes, a delay and a `+ 0.0` that carries the name. Drawing
+handful of matmul/add nodes and a delay, only the last of which carries the name `a`. Drawing
 all of that hides the model, so the default picture ("equations" detail) shows one node per
 *named* value (equations, inputs, targets, parameters, initial values, the loss) and collapses
 the anonymous nodes in between into edges. A read through a delay is the one thing that makes
@@ -18,6 +18,7 @@ DOT text needs only the `graphviz` Python package; images (.svg/.png/.pdf) need 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -254,17 +255,50 @@ def _assign_steps(
     Named copies carry their step in their name. Anonymous copies (only drawn in the "ops"
     view) go with the named copy that consumes them, or else with the step their inputs share.
     """
-    axes = _axes_by_name(graph, folded)
-    steps: dict[int, Step] = {}
-    for node in nodes:
-        step = _parse_step(node.name, axes, graph.axes) if node.name else None
-        if step is not None:
-            steps[node.id] = step
+    steps = _named_steps(graph, nodes, _axes_by_name(graph, folded))
     loss_id = graph.loss.id if graph.loss is not None else None
     anonymous = [n for n in nodes if n.id not in names and n.inputs and n.id != loss_id]
     _steps_from_consumers(anonymous, edges, steps)
     _steps_from_inputs(anonymous, steps)
     return steps
+
+
+def _named_steps(graph: Graph, nodes: list[Node], axes: dict) -> dict[int, Step]:
+    """Steps parsed from names like `h@3`, inputs first so that reads can settle axes."""
+    steps: dict[int, Step] = {}
+    for node in nodes:
+        parsed = _parse_step(node.name) if node.name else None
+        if parsed is None:
+            continue
+        base, indices = parsed
+        known = axes.get(base)
+        if known is None or len(known) != len(indices):
+            known = _axes_from_reads(node, indices, steps, graph.axes)
+        steps[node.id] = tuple(zip(known, indices))
+    return steps
+
+
+def _axes_from_reads(node: Node, indices: tuple[int, ...], steps: dict, graph_axes) -> tuple:
+    """Which axes `h@3` indexes when its name alone cannot say (several axes, no folded graph).
+
+    All axes if the count matches; else the axes on which every per-step value it reads sits
+    at exactly these indices (`e@2` reading `q@2` at j = 2 is over j).
+    """
+    if len(indices) == len(graph_axes):
+        return tuple(sorted(graph_axes))
+    stepped = [steps[e.source.id] for e in _reads(node, lambda n: n.id in steps)]
+    choices: set[tuple[str, ...]] | None = None
+    for step in stepped:
+        at = dict(step)
+        fits = {
+            axes
+            for axes in itertools.combinations(sorted(at), len(indices))
+            if tuple(at[a] for a in axes) == indices
+        }
+        choices = fits if choices is None else choices & fits
+    if choices is not None and len(choices) == 1:
+        return choices.pop()
+    return (_UNKNOWN_AXIS,) * len(indices)
 
 
 def _steps_from_consumers(anonymous: list[Node], edges: list[Edge], steps: dict) -> None:
@@ -298,17 +332,12 @@ def _axes_by_name(graph: Graph, folded: Graph | None) -> dict[str, tuple[str, ..
     return known
 
 
-def _parse_step(name: str, axes: dict[str, tuple[str, ...]], graph_axes) -> Step | None:
-    """The step in a per-step name (`h@3`, `h@(2,3)`); indices follow the sorted axis names."""
+def _parse_step(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """`h@3` -> ("h", (3,)), `h@(2,3)` -> ("h", (2, 3)); indices follow sorted axis names."""
     match = _STEP_NAME.match(name)
     if match is None:
         return None
-    indices = [int(k) for k in (match["one"] or match["many"]).split(",")]
-    names = axes.get(match["base"])
-    if names is None or len(names) != len(indices):
-        guess = tuple(sorted(graph_axes))
-        names = guess if len(guess) == len(indices) else (_UNKNOWN_AXIS,) * len(indices)
-    return tuple(zip(names, indices))
+    return match["base"], tuple(int(k) for k in (match["one"] or match["many"]).split(","))
 
 
 def _cluster_name(step: Step) -> str:
@@ -334,11 +363,7 @@ def _build(
     """The Digraph: static nodes at top level, per-step nodes in one cluster per step."""
     dot = graphviz.Digraph(
         _dot_id(graph.name),
-        graph_attr={
-            "label": title if title is not None else graph.name,
-            "labelloc": "t",
-            "rankdir": "TB",
-        },
+        graph_attr=_graph_attrs(graph, title, bool(steps)),
         node_attr={"fontname": "Helvetica"},
         edge_attr={"fontname": "Helvetica", "fontsize": "10"},
     )
@@ -368,6 +393,15 @@ def _crosses_steps(edge: Edge, steps: dict[int, Step]) -> bool:
     """
     source, target = steps.get(edge.source.id), steps.get(edge.target.id)
     return source is not None and target is not None and source != target
+
+
+def _graph_attrs(graph: Graph, title: str | None, unrolled: bool) -> dict[str, str]:
+    attrs = {"label": title if title is not None else graph.name, "labelloc": "t"}
+    if unrolled:
+        # Few crossing-minimisation passes keep the step columns in the order they are
+        # declared (t = 1, 2, ...); full passes shuffle them to shorten parameter edges.
+        attrs["mclimit"] = "0.01"
+    return attrs
 
 
 def _dot_id(name: str) -> str:
@@ -408,7 +442,7 @@ def _label(node: Node, name: str | None, graph_axes, detail: str) -> str:
     head = name if name is not None else _op_text(node)
     ordered = [a for a in graph_axes if a in node.axes] + sorted(node.axes - set(graph_axes))
     if ordered:
-        head += "(" + ", ".join(ordered) + ")"
+        head += ("(" if name is not None else " (") + ", ".join(ordered) + ")"
     if node.shape:
         head += " [" + ", ".join(str(d) for d in node.shape) + "]"
     if detail == "ops" and name is not None and node.op not in ("param", "input"):

@@ -218,14 +218,31 @@ class LoopGen:
         self.close(opened + k)
 
     def _node(self, node: Node) -> None:
-        from graphrnn.backends import loopgen_ops
-
         if node.op in ("input", "param"):
             return
-        lower = getattr(loopgen_ops, f"lower_{node.op}", None)
+        lower = lowerings().get(node.op)
         if lower is None:
             raise NotImplementedError(f"no loop lowering for op '{node.op}'")
         lower(self, node)
+
+
+def lowerings() -> dict:
+    """`lower_<op>` functions of the template modules, by op name."""
+    from graphrnn.backends import loopgen_ops
+
+    modules = [loopgen_ops]
+    try:
+        from graphrnn.backends import loopgen_conv
+
+        modules.append(loopgen_conv)
+    except ImportError:
+        pass
+    return {
+        name[len("lower_") :]: getattr(m, name)
+        for m in modules
+        for name in dir(m)
+        if name.startswith("lower_")
+    }
 
 
 def _nodes(item) -> list[Node]:
