@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a virtual environment and run the main job: gradient-check the Elman and Jordan
+# networks and draw Elman unrolled over three steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
+        || echo "could not install graphviz; pictures will be written as .dot only"
+fi
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q -e .
+graphrnn check models/elman.grnn --dim H=16
+graphrnn check models/jordan.grnn --dim H=16
+if command -v dot >/dev/null 2>&1; then
+    graphrnn render models/elman.grnn --unroll 3 -o elman.svg
+else
+    graphrnn render models/elman.grnn --unroll 3 -o elman.dot
+fi
