@@ -388,8 +388,9 @@ def _build(
 def _crosses_steps(edge: Edge, steps: dict[int, Step]) -> bool:
     """An edge from one step's cluster into another's: the unrolled recurrence.
 
-    Such edges do not constrain the layout, so each step stacks up as its own column, with
-    the columns side by side in step order, as unrolled RNNs are usually drawn.
+    Such edges do not constrain the layout, so each step stacks up as its own column and the
+    columns stand side by side, as unrolled RNNs are usually drawn (were they to constrain it,
+    every step would sit lower than the last, a staircase as wide as it is tall).
     """
     source, target = steps.get(edge.source.id), steps.get(edge.target.id)
     return source is not None and target is not None and source != target
@@ -400,6 +401,8 @@ def _graph_attrs(graph: Graph, title: str | None, unrolled: bool) -> dict[str, s
     if unrolled:
         # Few crossing-minimisation passes keep the step columns in the order they are
         # declared (t = 1, 2, ...); full passes shuffle them to shorten parameter edges.
+        # Best effort: Graphviz offers no hard left-to-right order for clusters (invisible
+        # edges, rank=same and ordering=out were all tried and ignored).
         attrs["mclimit"] = "0.01"
     return attrs
 

@@ -10,6 +10,7 @@ Recurrences become `for t in range(...)` loops with the step index fixed to t.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from graphrnn.ir.node import STATIC, Node
@@ -17,6 +18,7 @@ from graphrnn.ir.registry import OPS
 from graphrnn.schedule import Bulk, Loop
 
 BLAS_MIN = 64 * 64
+_LOCALS = re.compile(r"\b(acc|mx|se|lse|src|d)\b")
 
 
 class LoopGen:
@@ -223,7 +225,15 @@ class LoopGen:
         lower = lowerings().get(node.op)
         if lower is None:
             raise NotImplementedError(f"no loop lowering for op '{node.op}'")
+        start = len(self.lines)
         lower(self, node)
+        self._rename_locals(start, self.number[node.id])
+
+    def _rename_locals(self, start: int, k: int) -> None:
+        """Give each nest's scalars their own names: Numba types and compiles a function with
+        many short-lived variables much faster than one where a name spans every nest."""
+        for i in range(start, len(self.lines)):
+            self.lines[i] = _LOCALS.sub(lambda m: f"{m.group(1)}_{k}", self.lines[i])
 
 
 def lowerings() -> dict:

@@ -30,17 +30,17 @@ from numba import njit
 DT = np.{dtype}
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def sigmoid(x):
     return 0.5 * tanh(0.5 * x) + 0.5
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def relu(x):
     return x if x > 0.0 else 0.0 * x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def step(x):
     return 1.0 if x > 0.0 else 0.0
 

@@ -1,0 +1,290 @@
+"""Loop-nest templates of the convolution, pooling and channel ops (graphrnn/ir/ops/conv.py).
+
+Found by name (`lower_<op>`) like those of loopgen_ops.py. Every template is a direct loop
+nest that computes each output element from its inputs, bounds-checking the padded border;
+the one scatter (maxpool2d_grad) first zeroes the slice it writes, inside the loops over the
+current step and example, so all of them also work inside a recurrence where the step axis is
+fixed to the loop variable. Kernel sizes, strides, paddings and image sizes are compile-time
+constants of the generated source.
+"""
+
+from __future__ import annotations
+
+from graphrnn.backends.loopgen import LoopGen
+from graphrnn.ir.node import Node
+from graphrnn.ir.ops.conv import ConvGeometry, geometry_of
+
+
+def _write(g: LoopGen, node: Node, elems, expr: str) -> None:
+    g.emit(f"{g.ref(node, elems)} = {expr}")
+
+
+def _offset(out: str, stride: int, k: str, dilation: int, pad: int) -> str:
+    """Input coordinate of output `out` and kernel tap `k`: out*stride + k*dilation - pad."""
+    expr = out if stride == 1 else f"{out} * {stride}"
+    expr += f" + {k}" if dilation == 1 else f" + {k} * {dilation}"
+    return f"{expr} - {pad}" if pad else expr
+
+
+def _open_tap(g: LoopGen, var: str, out: str, k: str, size: int, geo: ConvGeometry, d: int):
+    """`var = input coordinate`, then open one `if` that it lies inside the image."""
+    g.emit(f"{var} = {_offset(out, geo.stride[d], k, geo.dilation[d], geo.padding[d])}")
+    g.open(f"if 0 <= {var} < {size}:")
+
+
+def _open_source(
+    g: LoopGen, var: str, pos: str, k: str, limit: int, geo: ConvGeometry, d: int
+) -> int:
+    """For the transposed ops: the output `var` whose tap `k` reads input position `pos`, i.e.
+    var * stride = pos + pad - k * dilation; opens the ifs that require it to exist and
+    returns how many levels it opened."""
+    stride, dilation, pad = geo.stride[d], geo.dilation[d], geo.padding[d]
+    tap = k if dilation == 1 else f"{k} * {dilation}"
+    source = f"{pos} + {pad} - {tap}" if pad else f"{pos} - {tap}"
+    if stride == 1:
+        g.emit(f"{var} = {source}")
+        g.open(f"if 0 <= {var} < {limit}:")
+        return 1
+    g.emit(f"q{var} = {source}")
+    g.open(f"if q{var} >= 0 and q{var} % {stride} == 0:")
+    g.emit(f"{var} = q{var} // {stride}")
+    g.open(f"if {var} < {limit}:")
+    return 2
+
+
+# ---- convolution -------------------------------------------------------------------------
+def lower_conv2d(g: LoopGen, n: Node) -> None:
+    x, w = n.inputs
+    geo = geometry_of(n)
+    c, h, wd = x.shape
+    f, ho, wo = n.shape
+    kh, kw = geo.kernel
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cf in range({f}):")
+    g.open(f"for oh in range({ho}):")
+    g.open(f"for ow in range({wo}):")
+    g.emit("acc = 0.0")
+    g.open(f"for cc in range({c}):")
+    g.open(f"for ki in range({kh}):")
+    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
+    g.open(f"for kj in range({kw}):")
+    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])} * {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
+    g.close(5)
+    _write(g, n, ["cf", "oh", "ow"], "acc")
+    g.close(opened + 3)
+
+
+def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
+    """dx[c, y, x] = sum over the (f, oh, ow, i, j) whose window tap (i, j) reads (y, x)."""
+    gy, w = n.inputs
+    geo = geometry_of(n)
+    f, ho, wo = gy.shape
+    c, h, wd = n.shape
+    kh, kw = geo.kernel
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({c}):")
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    g.emit("acc = 0.0")
+    g.open(f"for ki in range({kh}):")
+    inner = 1 + _open_source(g, "oh", "ih", "ki", ho, geo, 0)
+    g.open(f"for kj in range({kw}):")
+    inner += 1 + _open_source(g, "ow", "iw", "kj", wo, geo, 1)
+    g.open(f"for cf in range({f}):")
+    g.emit(f"acc += {g.ref(gy, ['cf', 'oh', 'ow'])} * {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
+    g.close(inner + 1)
+    _write(g, n, ["cc", "ih", "iw"], "acc")
+    g.close(opened + 3)
+
+
+def lower_conv2d_weight_grad(g: LoopGen, n: Node) -> None:
+    """dw[f, c, i, j] = sum_{oh, ow} x[c, tap] * g[f, oh, ow], per example."""
+    x, gy = n.inputs
+    geo = geometry_of(n)
+    c, h, wd = x.shape
+    f, ho, wo = gy.shape
+    kh, kw = geo.kernel
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cf in range({f}):")
+    g.open(f"for cc in range({c}):")
+    g.open(f"for ki in range({kh}):")
+    g.open(f"for kj in range({kw}):")
+    g.emit("acc = 0.0")
+    g.open(f"for oh in range({ho}):")
+    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
+    g.open(f"for ow in range({wo}):")
+    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])} * {g.ref(gy, ['cf', 'oh', 'ow'])}")
+    g.close(4)
+    _write(g, n, ["cf", "cc", "ki", "kj"], "acc")
+    g.close(opened + 4)
+
+
+# ---- pooling -------------------------------------------------------------------------------
+def _window_argmax(g: LoopGen, x: Node, geo: ConvGeometry) -> None:
+    """Inside loops over cc, oh, ow: (bh, bw) = first cell of the window holding its max."""
+    kh, kw = geo.kernel
+    _, h, wd = x.shape
+    g.emit("mx = -np.inf")
+    g.emit("bh = -1")
+    g.emit("bw = -1")
+    g.open(f"for ki in range({kh}):")
+    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
+    g.open(f"for kj in range({kw}):")
+    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
+    g.emit(f"xv = {g.ref(x, ['cc', 'ih', 'iw'])}")
+    g.open("if xv > mx or bh < 0:")
+    g.emit("mx = xv")
+    g.emit("bh = ih")
+    g.emit("bw = iw")
+    g.close(5)
+
+
+def _pool_nest(g: LoopGen, n: Node) -> int:
+    c, ho, wo = n.shape
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({c}):")
+    g.open(f"for oh in range({ho}):")
+    g.open(f"for ow in range({wo}):")
+    return opened + 3
+
+
+def lower_maxpool2d(g: LoopGen, n: Node) -> None:
+    (x,) = n.inputs
+    g.alloc(n)
+    levels = _pool_nest(g, n)
+    _window_argmax(g, x, geometry_of(n))
+    _write(g, n, ["cc", "oh", "ow"], "mx")
+    g.close(levels)
+
+
+def lower_maxpool2d_gather(g: LoopGen, n: Node) -> None:
+    x, u = n.inputs
+    g.alloc(n)
+    levels = _pool_nest(g, n)
+    _window_argmax(g, x, geometry_of(n))
+    _write(g, n, ["cc", "oh", "ow"], g.ref(u, ["cc", "bh", "bw"]))
+    g.close(levels)
+
+
+def lower_maxpool2d_grad(g: LoopGen, n: Node) -> None:
+    """Zero this example's image, then add each output's adjoint at its window's argmax."""
+    x, gy = n.inputs
+    c, h, wd = n.shape
+    _, ho, wo = gy.shape
+    geo = geometry_of(n)
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({c}):")
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    _write(g, n, ["cc", "ih", "iw"], "0.0")
+    g.close(2)
+    g.open(f"for oh in range({ho}):")
+    g.open(f"for ow in range({wo}):")
+    _window_argmax(g, x, geo)
+    g.emit(f"{g.ref(n, ['cc', 'bh', 'bw'])} += {g.ref(gy, ['cc', 'oh', 'ow'])}")
+    g.close(opened + 3)
+
+
+def lower_avgpool2d(g: LoopGen, n: Node) -> None:
+    (x,) = n.inputs
+    geo = geometry_of(n)
+    kh, kw = geo.kernel
+    _, h, wd = x.shape
+    g.alloc(n)
+    levels = _pool_nest(g, n)
+    g.emit("acc = 0.0")
+    g.open(f"for ki in range({kh}):")
+    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
+    g.open(f"for kj in range({kw}):")
+    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])}")
+    g.close(4)
+    _write(g, n, ["cc", "oh", "ow"], f"acc / {float(kh * kw)}")
+    g.close(levels)
+
+
+def lower_avgpool2d_grad(g: LoopGen, n: Node) -> None:
+    (gy,) = n.inputs
+    geo = geometry_of(n)
+    kh, kw = geo.kernel
+    _, ho, wo = gy.shape
+    c, h, wd = n.shape
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({c}):")
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    g.emit("acc = 0.0")
+    g.open(f"for ki in range({kh}):")
+    inner = 1 + _open_source(g, "oh", "ih", "ki", ho, geo, 0)
+    g.open(f"for kj in range({kw}):")
+    inner += 1 + _open_source(g, "ow", "iw", "kj", wo, geo, 1)
+    g.emit(f"acc += {g.ref(gy, ['cc', 'oh', 'ow'])}")
+    g.close(inner)
+    _write(g, n, ["cc", "ih", "iw"], f"acc / {float(kh * kw)}")
+    g.close(opened + 3)
+
+
+# ---- channel ops ---------------------------------------------------------------------------
+def _channel_reduce(g: LoopGen, n: Node, divisor: float | None) -> None:
+    (x,) = n.inputs
+    _, h, wd = x.shape
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({n.shape[0]}):")
+    g.emit("acc = 0.0")
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])}")
+    g.close(2)
+    _write(g, n, ["cc"], f"acc / {divisor}" if divisor else "acc")
+    g.close(opened + 1)
+
+
+def lower_global_avgpool(g: LoopGen, n: Node) -> None:
+    _, h, wd = n.inputs[0].shape
+    _channel_reduce(g, n, float(h * wd))
+
+
+def lower_channel_sum(g: LoopGen, n: Node) -> None:
+    _channel_reduce(g, n, None)
+
+
+def lower_channel_expand(g: LoopGen, n: Node) -> None:
+    (v,) = n.inputs
+    c, h, wd = n.shape
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({c}):")
+    g.emit(f"cv = {g.ref(v, ['cc'])}")
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    _write(g, n, ["cc", "ih", "iw"], "cv")
+    g.close(opened + 3)
+
+
+def lower_batch_mean_per_channel(g: LoopGen, n: Node) -> None:
+    """Mean over the batch (when x has one), H and W; the step axes stay those of the loop."""
+    (x,) = n.inputs
+    _, h, wd = x.shape
+    count = f"(B * {float(h * wd)})" if x.batched else f"{float(h * wd)}"
+    g.alloc(n)
+    opened = g.lead_loops(n)
+    g.open(f"for cc in range({n.shape[0]}):")
+    g.emit("acc = 0.0")
+    levels = 2
+    if x.batched:
+        g.open("for rb in range(B):")
+        levels += 1
+    g.open(f"for ih in range({h}):")
+    g.open(f"for iw in range({wd}):")
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'], batch_var='rb')}")
+    g.close(levels)
+    _write(g, n, ["cc"], f"acc / {count}")
+    g.close(opened + 1)
