@@ -33,7 +33,7 @@ def backpropagate(seeds: list[tuple[Node, Node]], wrt: list[Node]) -> list[Node]
             if contribution is not None:
                 received[v.id].append(_fit(contribution, v))
     for n in nodes:
-        bind(adjoint[n.id], _sum(received[n.id]) or const(0.0, n.shape))
+        bind(adjoint[n.id], _full(_sum(received[n.id]) or const(0.0, n.shape), n))
     return [resolve(adjoint[v.id]) if v.id in adjoint else const(0.0, v.shape) for v in wrt]
 
 
@@ -44,6 +44,15 @@ def _fit(contribution: Node, target: Node) -> Node:
     if contribution.context <= target.context and contribution.shape == target.shape:
         return contribution
     return apply("reduce_to", contribution, context=target.context, shape=target.shape)
+
+
+def _full(adjoint: Node, node: Node) -> Node:
+    """An adjoint varies over everything its node does. Stored smaller (the same for every
+    step or example) it would be summed once instead of once per step or example where a VJP
+    reduces it into a parameter, so it is broadcast here."""
+    if adjoint.context == node.context:
+        return adjoint
+    return apply("broadcast", adjoint, context=node.context)
 
 
 def _sum(terms: list[Node]) -> Node | None:

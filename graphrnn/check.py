@@ -53,7 +53,7 @@ def gradient_check(
     batch: int = 3,
     seed: int = 0,
     backend: str = "reference",
-    eps: float = 1e-6,
+    eps: float = 1e-5,
 ) -> list[ParamCheck]:
     inputs, targets = random_data(model, tau, batch, seed)
     params = {k: v.astype(np.float64) for k, v in model.params.items()}

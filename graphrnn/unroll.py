@@ -12,7 +12,7 @@ import itertools
 import sys
 
 from graphrnn.ir.graph import Graph
-from graphrnn.ir.node import Node
+from graphrnn.ir.node import Context, Node
 from graphrnn.ir.ops.leaf import const
 from graphrnn.ir.registry import apply
 
@@ -101,6 +101,11 @@ class _Unroller:
             return const(float(self.sizes[attrs["axis"]]))
         if op in ("reduce_axis", "edge_sum", "at", "reduce_to"):
             return self._reduction(node, step)
+        if op == "broadcast":
+            inner = self.copy(node.inputs[0], tuple(step.items()))
+            if node.batched and not inner.batched:
+                return apply("broadcast", inner, context=Context(frozenset(), True))
+            return inner
         if op in ("place", "edge_fill", "expand_axis"):
             return self._placement(node, step)
         inputs = [self.copy(i, tuple(step.items())) for i in node.inputs]

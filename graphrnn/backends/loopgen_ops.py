@@ -43,7 +43,8 @@ def _write(g: LoopGen, node: Node, elems, expr: str) -> None:
 def lower_matmul(g: LoopGen, n: Node) -> None:
     a, v = n.inputs
     m, k = a.shape
-    if is_static_matrix(a) and m * k >= BLAS_MIN and v.context == n.context and n.batched:
+    big = m * k >= BLAS_MIN or not g.fixed
+    if is_static_matrix(a) and big and v.context == n.context and n.batched:
         if _blas_matmul(g, n, a, v, m, k):
             return
     g.alloc(n)
@@ -84,6 +85,12 @@ def lower_outer(g: LoopGen, n: Node) -> None:
 
 
 def lower_transpose(g: LoopGen, n: Node) -> None:
+    if is_static_matrix(n):
+        (m, k), src = n.shape, g.buf(n.inputs[0])
+        g.allocated.add(n.id)
+        t = f"np.ascontiguousarray({src}.reshape(({k}, {m})).T)"
+        g.emit(f"{g.buf(n)} = {t}.reshape({g.alloc_shape(n)})")
+        return
     g.alloc(n)
     opened, elems = _nest(g, n)
     _write(g, n, elems, g.ref(n.inputs[0], elems[::-1]))
@@ -310,6 +317,10 @@ def lower_at(g: LoopGen, n: Node) -> None:
     opened, elems = _nest(g, n)
     _write(g, n, elems, g.ref(x, elems, {axis: _position(axis, n.attrs["index"])}))
     g.close(opened)
+
+
+def lower_broadcast(g: LoopGen, n: Node) -> None:
+    lower_expand_axis(g, n)
 
 
 def lower_expand_axis(g: LoopGen, n: Node) -> None:

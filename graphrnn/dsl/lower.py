@@ -257,8 +257,11 @@ class Lowerer:
             return scope.lowered[name]
         stmt, bindings = scope.equations[name]
         if name in scope.busy:
+            names = ", ".join(f"'{n}'" for n in sorted(scope.busy))
             raise CausalityError(
-                f"'{name}' depends on itself at the same step",
+                f"the equations {names} depend on each other at the same step"
+                if len(scope.busy) > 1
+                else f"'{name}' depends on itself at the same step",
                 stmt.loc,
                 f"read an earlier step, e.g. {name}({_axes_text(stmt, -1)})",
             )

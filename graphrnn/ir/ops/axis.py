@@ -89,11 +89,10 @@ def _add_axis(contexts, *, axis, **attrs):
 
 def _edge_sum_eval(env, node, x):
     axis, offset = node.attrs["axis"], node.attrs["offset"]
-    if env.sizes[axis] != 1 and x.shape[env.axis_dim(axis)] == 1:
-        x = np.broadcast_to(x, env.aligned_shape(node.inputs[0].context, node.shape))
-    return _take(env, x, axis, *_boundary(env, axis, offset)).sum(
-        axis=env.axis_dim(axis), keepdims=True
-    )
+    lo, hi = _boundary(env, axis, offset)
+    if x.shape[env.axis_dim(axis)] == 1:
+        return x * (hi - lo)
+    return _take(env, x, axis, lo, hi).sum(axis=env.axis_dim(axis), keepdims=True)
 
 
 def _fill(env, node, x, lo, hi):
@@ -124,9 +123,10 @@ register(
 
 
 def _reduce_axis_eval(env, node, x):
-    d = env.axis_dim(node.attrs["axis"])
+    axis = node.attrs["axis"]
+    d = env.axis_dim(axis)
     if x.shape[d] == 1:
-        x = np.broadcast_to(x, env.aligned_shape(node.inputs[0].context, node.inputs[0].shape))
+        return x if node.attrs["kind"] == "mean" else x * env.sizes[axis]
     reduce = np.mean if node.attrs["kind"] == "mean" else np.sum
     return reduce(x, axis=d, keepdims=True)
 
@@ -210,7 +210,7 @@ register(
     "batch_mean",
     shape=_scalar_shape,
     evaluate=lambda env, node, x: x.mean(axis=len(env.axes), keepdims=True),
-    vjp=lambda n, g: [apply("div", g, apply("batch_size"))],
+    vjp=lambda n, g: [apply("div", g, apply("batch_size")) if n.inputs[0].batched else g],
     arity=1,
     context=lambda contexts: Context(contexts[0].axes, False),
 )
