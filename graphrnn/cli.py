@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from graphrnn.errors import GraphRNNError
 
@@ -72,6 +73,63 @@ def cmd_check(args) -> int:
     return 0 if worst < CHECK_TOLERANCE else 1
 
 
+def cmd_train(args) -> int:
+    from graphrnn.train.session import TrainConfig, run
+
+    config = TrainConfig(
+        model=args.model,
+        task=args.task,
+        sizes=_sizes(args.dim),
+        epochs=args.epochs,
+        batch=args.batch,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        clip=args.clip or None,
+        backend=args.backend,
+        dtype=args.dtype,
+        out=args.out or f"runs/{Path(args.model).stem}-{args.task}",
+        resume=args.resume,
+        seed=args.seed,
+        steps=args.steps,
+        n_train=args.n_train,
+        text=args.text,
+        seq_len=args.seq_len,
+    )
+    _, last = run(config)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
+    print(f"finished: {shown}")
+    print(f"run directory: {config.out} (checkpoint.npz, metrics.jsonl, curves.png)")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from graphrnn.train.sample import sample_text
+
+    print(sample_text(args.checkpoint, args.length, args.prime, args.temperature, args.seed))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    model = _load(args, fill_sizes=True)
+    fn = model.compile(args.backend, dtype=args.dtype, **_pass_options(args))
+    graph = fn.adjoint if args.graph == "grad" else fn.forward_graph
+    if args.explain:
+        for line in fn.explain(graph):
+            print(line)
+    if args.emit == "numba":
+        print(fn.executor.source(fn.prepared(graph)))
+    elif args.emit == "ir":
+        for node in fn.prepared(graph).nodes():
+            print(node)
+    return 0
+
+
+def _pass_options(args) -> dict:
+    return {"disable": args.disable} if args.disable else {}
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.grnn)")
     p.add_argument("--dim", action="append", metavar="NAME=N", help="a size, e.g. --dim H=16")
@@ -95,6 +153,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=3, help="batch size (default 3)")
     p.add_argument("--backend", default="reference", help="backend whose gradients are checked")
     p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("train", help="train a model on a built-in task")
+    _common(p)
+    p.add_argument("--task", required=True, help="adding | digits | chars")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--optimizer", default="adam", help="sgd | momentum | adam")
+    p.add_argument("--lr", type=float, help="learning rate (adam: 0.01; sgd/momentum: 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--clip", type=float, default=1.0, help="clip gradients by global norm (0: off)")
+    p.add_argument("--backend", default="numba", choices=["reference", "numba"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--out", help="run directory (default runs/MODEL-TASK)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--steps", type=int, help="sequence length for the adding task (default 100)")
+    p.add_argument("--n-train", type=int, help="training examples for the adding task")
+    p.add_argument("--text", help="UTF-8 text file for the chars task")
+    p.add_argument("--seq-len", type=int, default=50, help="chunk length for truncated BPTT")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a chars-task checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--prime", default="", help="text to start from")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("compile", help="show the generated code or what the passes did")
+    _common(p)
+    p.add_argument("--backend", default="numba", choices=["reference", "numba"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--graph", default="grad", choices=["forward", "grad"])
+    p.add_argument("--emit", choices=["numba", "ir"], help="print the kernel source or the IR")
+    p.add_argument("--explain", action="store_true", help="list what each pass did")
+    p.add_argument("--disable", action="append", metavar="PASS", help="switch a pass off")
+    p.set_defaults(run=cmd_compile)
     return parser
 
 

@@ -17,6 +17,7 @@ from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.layout import check_array, from_aligned, to_aligned
+from graphrnn.passes.pipeline import check_disable, optimize
 
 Executor = Callable[[Graph, EvalEnv, dict[int, np.ndarray]], dict[int, np.ndarray]]
 
@@ -28,28 +29,58 @@ class Compiled:
     keyed by parameter and input name.
     """
 
-    def __init__(self, graph: Graph, dtype: str, executor: Executor, backend: str):
+    def __init__(
+        self,
+        graph: Graph,
+        dtype: str,
+        executor: Executor,
+        backend: str,
+        input_grads: bool = True,
+        passes: bool = False,
+        disable=(),
+    ):
         self.graph = graph
+        self.input_grads = input_grads
+        self.passes = passes
+        self.disable = check_disable(disable)
+        self._prepared: dict[int, tuple[Graph, list[str]]] = {}
         self.dtype = np.dtype(dtype)
         self.backend = backend
         self.executor = executor
         self._adjoint: Graph | None = None
-        self._forward_graph = replace(graph, loss=None)
+        self.forward_graph = replace(graph, loss=None)
 
     @property
     def adjoint(self) -> Graph:
         if self._adjoint is None:
-            self._adjoint = grad(self.graph)
+            wrt = list(self.graph.params) + (list(self.graph.inputs) if self.input_grads else [])
+            self._adjoint = grad(self.graph, wrt)
         return self._adjoint
 
+    def prepared(self, graph: Graph) -> Graph:
+        """The graph the backend runs: `graph` after the optimisation passes, if enabled."""
+        if not self.passes:
+            return graph
+        if id(graph) not in self._prepared:
+            self._prepared[id(graph)] = optimize(graph, self.disable)
+        return self._prepared[id(graph)][0]
+
+    def explain(self, graph: Graph) -> list[str]:
+        """What each optimisation pass did to `graph`."""
+        if not self.passes:
+            return ["optimisation passes are off for this backend"]
+        self.prepared(graph)
+        return self._prepared[id(graph)][1]
+
     def forward(self, params: Mapping, inputs: Mapping) -> dict[str, np.ndarray]:
-        values = self._evaluate(self._forward_graph, params, inputs, None)
-        return {name: self._out(values, node) for name, node in self.graph.outputs.items()}
+        graph = self.prepared(self.forward_graph)
+        values = self._evaluate(graph, params, inputs, None)
+        return {name: self._out(values, node) for name, node in graph.outputs.items()}
 
     def loss_and_grad(
         self, params: Mapping, inputs: Mapping, targets: Mapping
     ) -> tuple[float, dict[str, np.ndarray]]:
-        g = self.adjoint
+        g = self.prepared(self.adjoint)
         values = self._evaluate(g, params, inputs, targets)
         loss = float(values[g.outputs["loss"].id].reshape(()))
         grads = {}

@@ -40,7 +40,7 @@ def from_aligned(array: np.ndarray, node: Node, axes: tuple[str, ...]) -> np.nda
         full.append(len(axes))
     squeezable = [i for i in full if array.shape[i] == 1]
     array = np.squeeze(array, axis=tuple(squeezable)) if squeezable else array
-    return np.ascontiguousarray(array)
+    return np.array(array, order="C") if not array.flags.writeable else np.ascontiguousarray(array)
 
 
 def check_array(name: str, array, node: Node, axes: tuple[str, ...], role: str) -> np.ndarray:

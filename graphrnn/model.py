@@ -48,7 +48,7 @@ class Model:
         if backend == "reference":
             from graphrnn.backends import reference
 
-            return Compiled(self.graph, dtype, reference.run, backend)
+            return Compiled(self.graph, dtype, reference.run, backend, **options)
         if backend in BACKENDS:
             from importlib import import_module
 

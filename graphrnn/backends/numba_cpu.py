@@ -107,5 +107,8 @@ class NumbaExecutor:
         return {r.id: out for r, out in zip(roots, outputs)}
 
 
-def compile(graph: Graph, dtype: str, **options) -> Compiled:
-    return Compiled(graph, dtype, NumbaExecutor(dtype), "numba")
+def compile(
+    graph: Graph, dtype: str, input_grads: bool = True, passes: bool = True, disable=()
+) -> Compiled:
+    """Optimisation passes are on by default; `disable` names passes to rule out."""
+    return Compiled(graph, dtype, NumbaExecutor(dtype), "numba", input_grads, passes, disable)

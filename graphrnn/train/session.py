@@ -1,0 +1,211 @@
+"""`graphrnn train`: a model file, a built-in task and the training loop, glued together.
+
+Each task says how to size the model (I and O from the data), how to batch the data, and how
+to validate: the test loss, plus accuracy for classification (argmax of the output `o`
+against the one-hot target). A run directory holds the checkpoint, the metrics log
+(JSON lines) and a PNG of the curves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import graphrnn as gr
+from graphrnn.errors import GraphRNNError
+from graphrnn.train import datasets
+from graphrnn.train.loop import History, train
+from graphrnn.train.metrics import plot_curves
+from graphrnn.train.optim import make_optimizer
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    task: str
+    sizes: dict[str, int] = field(default_factory=dict)
+    epochs: int = 10
+    batch: int = 32
+    optimizer: str = "adam"
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip: float | None = 1.0
+    backend: str = "numba"
+    dtype: str = "float32"
+    out: str = "runs/run"
+    resume: bool = False
+    seed: int = 0
+    steps: int | None = None
+    n_train: int | None = None
+    text: str | None = None
+    seq_len: int = 50
+    progress: bool = True
+
+
+@dataclass
+class Prepared:
+    sizes: dict[str, int]
+    batches: object
+    loss_and_grad: object
+    validate: object
+    meta: dict
+
+
+def run(config: TrainConfig) -> tuple[History, dict]:
+    """Train as configured; returns the history and the last validation metrics."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare = _TASKS.get(config.task)
+    if prepare is None:
+        datasets.get_task(config.task)
+        raise GraphRNNError(f"task {config.task!r} cannot be trained from the command line")
+    prepared = prepare(config)
+    model = gr.load(config.model, seed=config.seed, **prepared.sizes)
+    fn = model.compile(config.backend, dtype=config.dtype, input_grads=False)
+    history = train(
+        prepared.loss_and_grad(fn),
+        model.params,
+        prepared.batches,
+        optimizer=_optimizer(config),
+        epochs=config.epochs,
+        clip=config.clip,
+        validate=prepared.validate(fn),
+        checkpoint_path=out / "checkpoint.npz",
+        resume=config.resume,
+        log_path=out / "metrics.jsonl",
+        progress=config.progress,
+        meta={
+            "model": str(Path(config.model).resolve()),
+            "sizes": model.sizes,
+            "task": config.task,
+            **prepared.meta,
+        },
+    )
+    plot_curves(out / "metrics.jsonl", out / "curves.png")
+    last = history.epochs[-1] if history.epochs else {}
+    return history, last
+
+
+def _optimizer(config: TrainConfig):
+    name = config.optimizer.lower()
+    hyper: dict[str, float] = {}
+    if config.lr is not None:
+        hyper["lr"] = config.lr
+    elif name == "adam":
+        hyper["lr"] = 1e-2
+    if name == "momentum":
+        hyper["momentum"] = config.momentum
+    if config.weight_decay or name == "momentum":
+        hyper["weight_decay"] = config.weight_decay
+    return make_optimizer(name, **hyper)
+
+
+def _cast(config: TrainConfig, *arrays):
+    return [a.astype(config.dtype) for a in arrays]
+
+
+def _supervised(config: TrainConfig, split, sizes: dict, classify: bool) -> Prepared:
+    x_train, y_train, x_test, y_test = _cast(
+        config, split.x_train, split.y_train, split.x_test, split.y_test
+    )
+
+    def batches(epoch: int):
+        return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
+
+    def loss_and_grad(fn):
+        return lambda params, batch: fn.loss_and_grad(params, {"x": batch[0]}, {"y": batch[1]})
+
+    def validate(fn):
+        def metrics(params):
+            result = {"val_loss": fn.loss(params, {"x": x_test}, {"y": y_test})}
+            if classify:
+                logits = fn.forward(params, {"x": x_test})["o"]
+                hits = np.argmax(logits, axis=-1) == np.argmax(y_test, axis=-1)
+                result["val_acc"] = float(np.mean(hits))
+            return result
+
+        return metrics
+
+    return Prepared({**sizes, **config.sizes}, batches, loss_and_grad, validate, {})
+
+
+def _adding(config: TrainConfig) -> Prepared:
+    split = datasets.adding_task(
+        n_train=config.n_train or 10000, n_test=1000, T=config.steps or 100, seed=config.seed
+    )
+    return _supervised(config, split, {"I": 2, "O": 1}, classify=False)
+
+
+def _digits(config: TrainConfig) -> Prepared:
+    split = datasets.sequential_digits(seed=config.seed)
+    return _supervised(config, split, {"I": 8, "O": 10}, classify=True)
+
+
+def _chars(config: TrainConfig) -> Prepared:
+    if not config.text:
+        raise GraphRNNError("the chars task needs a text file: --text PATH")
+    corpus = datasets.char_corpus(config.text)
+    train_ids, val_ids = corpus.split(0.1)
+    sizes = {"V": corpus.vocab_size, **config.sizes}
+    carried: dict[str, np.ndarray] = {}
+
+    def batches(epoch: int):
+        chunks = datasets.char_batches(
+            train_ids, corpus.vocab_size, config.batch, config.seq_len, drop_last=True
+        )
+        for k, (x, y) in enumerate(chunks):
+            yield k == 0, x.astype(config.dtype), y.astype(config.dtype)
+
+    def loss_and_grad(fn):
+        def step(params, batch):
+            first, x, y = batch
+            inputs = {"x": x, **carry(fn, first, x.shape[1])}
+            loss, grads = fn.loss_and_grad(params, inputs, {"y": y})
+            outs = fn.forward(params, inputs)
+            for name in state_names(fn):
+                carried[name] = outs[name][-1]
+            return loss, grads
+
+        return step
+
+    def state_names(fn):
+        return [n[: -len("_init")] for n in fn.graph.inputs if n.endswith("_init")]
+
+    def carry(fn, first: bool, batch: int) -> dict:
+        result = {}
+        for name in state_names(fn):
+            node = fn.graph.inputs[f"{name}_init"]
+            if first or name not in carried or carried[name].shape[0] != batch:
+                carried[name] = np.zeros((batch,) + node.shape, dtype=config.dtype)
+            result[f"{name}_init"] = carried[name]
+        return result
+
+    def validate(fn):
+        def metrics(params):
+            chunks = list(datasets.char_batches(val_ids, corpus.vocab_size, 1, config.seq_len))
+            total = count = 0.0
+            state = {}
+            for x, y in chunks:
+                inputs = {"x": x.astype(config.dtype)}
+                for name in state_names(fn):
+                    node = fn.graph.inputs[f"{name}_init"]
+                    inputs[f"{name}_init"] = state.get(name, np.zeros((1,) + node.shape))
+                total += fn.loss(params, inputs, {"y": y.astype(config.dtype)}) * x.shape[0]
+                count += x.shape[0]
+                outs = fn.forward(params, inputs)
+                state = {name: outs[name][-1] for name in state_names(fn)}
+            return {
+                "val_loss": total / max(count, 1),
+                "val_bits_per_char": total / count / np.log(2),
+            }
+
+        return metrics
+
+    meta = {"vocab": "".join(corpus.vocab)}
+    return Prepared(sizes, batches, loss_and_grad, validate, meta)
+
+
+_TASKS = {"adding": _adding, "digits": _digits, "chars": _chars}
