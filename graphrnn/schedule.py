@@ -74,6 +74,14 @@ def _loop(component: list[Node], ids: set[int]) -> Loop:
             "recurrences (e.g. a forward and a backward one) and combine their outputs",
         )
     ((axis, forward),) = kinds
+    whole = [n for n in component if n.op != "delay" and n.attrs.get("axis") == axis]
+    if whole:
+        raise CausalityError(
+            f"the recurrence {_names(component)} uses a whole-sequence value "
+            f"({whole[0].op} over '{axis}') inside its own step",
+            _first_loc(whole + component),
+            "a step may read only earlier (or later) steps of its own recurrence",
+        )
     return Loop(axis, forward, order)
 
 

@@ -9,4 +9,6 @@ python -m pip install -q -e '.[test]'
 ruff format --check graphrnn tests bench
 ruff check graphrnn tests bench
 export GRAPHRNN_CACHE_DIR="${GRAPHRNN_CACHE_DIR:-$PWD/.cache/graphrnn}"
+# The tests check values, not speed: LLVM's cheapest optimisation level cuts compile time.
+export NUMBA_OPT="${NUMBA_OPT:-0}"
 python -m pytest -q -p no:cacheprovider

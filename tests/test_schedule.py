@@ -259,3 +259,19 @@ def test_static_value_in_a_graph_is_a_bulk_item():
     items = schedule(graph.roots())
     assert all(isinstance(i, Bulk) for i in items)
     assert items[-1].node is graph.outputs["y"]
+
+
+def test_whole_sequence_reduction_inside_its_own_recurrence_is_rejected():
+    import pytest
+
+    import graphrnn as gr
+    from graphrnn.errors import CausalityError
+
+    text = """
+model M(I):
+    input x[I] over t
+    h(0) = zeros(I)
+    h(t) = tanh(x(t) + (mean over t of h(t-1)))
+"""
+    with pytest.raises(CausalityError, match="whole-sequence"):
+        gr.loads(text, I=2)

@@ -34,6 +34,7 @@ class LoopGen:
         self.users: dict[int, list[Node]] = defaultdict(list)
         self.allocated: set[int] = set()
         self.temps: dict[int, str] = {}
+        self.shared = None
         for item in items:
             for node in _nodes(item):
                 for i in node.inputs:
@@ -93,7 +94,10 @@ class LoopGen:
         return self.fixed.get(axis, f"i_{axis}")
 
     def lead_loops(self, node: Node, skip: set[str] = frozenset()) -> int:
-        """Open loops over the axes and batch of `node`; returns how many were opened."""
+        """Open loops over the axes and batch of `node`; returns how many were opened.
+        Inside a shared run (see _emit_run) they are already open."""
+        if self.shared is not None:
+            return 0
         opened = 0
         for a in self.axes:
             if a in node.axes and a not in self.fixed and a not in skip:
@@ -154,51 +158,103 @@ class LoopGen:
                     self.alloc(node)
 
     def _emit_items(self, items) -> None:
-        pending: list[Node] = []
+        bulk: list[Node] = []
         for item in items:
-            if isinstance(item, Bulk) and self._fusable(item.node, pending):
-                pending.append(item.node)
-                continue
-            self._flush(pending)
-            pending = []
             if isinstance(item, Bulk):
-                if OPS[item.node.op].elementwise:
-                    pending = [item.node]
-                else:
-                    self._node(item.node)
-            else:
-                self._loop(item)
-        self._flush(pending)
-
-    def _fusable(self, node: Node, group: list[Node]) -> bool:
-        if not group or not OPS[node.op].elementwise:
-            return False
-        head = group[0]
-        return node.context == head.context and node.shape == head.shape
-
-    def _flush(self, group: list[Node]) -> None:
-        if group:
-            self._elementwise_group(group)
+                bulk.append(item.node)
+                continue
+            self._emit_nodes(bulk)
+            bulk = []
+            self._loop(item)
+        self._emit_nodes(bulk)
 
     def _loop(self, loop: Loop) -> None:
         axis = loop.axis
         steps = f"range(S_{axis})" if loop.forward else f"range(S_{axis} - 1, -1, -1)"
         self.open(f"for t_{axis} in {steps}:")
         self.fixed[axis] = f"t_{axis}"
-        group: list[Node] = []
-        for node in loop.nodes:
-            if group and self._fusable(node, group):
-                group.append(node)
-                continue
-            self._flush(group)
-            group = []
-            if OPS[node.op].elementwise:
-                group = [node]
-            else:
-                self._node(node)
-        self._flush(group)
+        self._emit_nodes(loop.nodes)
         del self.fixed[axis]
         self.close()
+
+    def _emit_nodes(self, nodes: list[Node]) -> None:
+        """Emit nodes in order: elementwise runs fused into one nest, and consecutive units
+        with the same leading loops (steps, batch) sharing one set of those loops."""
+        run: list[list[Node]] = []
+        signature = None
+        for unit in self._units(nodes):
+            sig = self._shared_signature(unit)
+            if sig is not None and sig == signature:
+                run.append(unit)
+                continue
+            self._emit_run(run, signature)
+            run, signature = [unit], sig
+        self._emit_run(run, signature)
+
+    def _units(self, nodes: list[Node]) -> list[list[Node]]:
+        units: list[list[Node]] = []
+        for node in nodes:
+            if node.op in ("input", "param") or node.id in self.virtual:
+                continue
+            if units and self._fusable(node, units[-1]):
+                units[-1].append(node)
+            else:
+                units.append([node])
+        return units
+
+    def _fusable(self, node: Node, group: list[Node]) -> bool:
+        head = group[0]
+        if not (OPS[node.op].elementwise and OPS[head.op].elementwise):
+            return False
+        return node.context == head.context and node.shape == head.shape
+
+    def _shared_signature(self, unit: list[Node]):
+        """The leading loops a unit may share with its neighbours, or None if it may not
+        (library calls and whole-array statements work on all steps and examples at once)."""
+        from graphrnn.backends.loopgen_ops import computes_per_example
+
+        head = unit[0]
+        if not OPS[head.op].elementwise and not computes_per_example(self, head):
+            return None
+        axes = tuple(a for a in self.axes if a in head.axes and a not in self.fixed)
+        if not axes and not head.batched:
+            return None
+        return axes, head.batched
+
+    def _emit_run(self, run: list[list[Node]], signature) -> None:
+        if not run:
+            return
+        if signature is None or len(run) == 1:
+            for unit in run:
+                self._unit(unit)
+            return
+        for unit in run:
+            self._preallocate(unit)
+        axes, batched = signature
+        opened = 0
+        for a in axes:
+            self.open(f"for i_{a} in range(S_{a}):")
+            opened += 1
+        if batched:
+            self.open("for ib in range(B):")
+            opened += 1
+        self.shared = signature
+        for unit in run:
+            self._unit(unit)
+        self.shared = None
+        self.close(opened)
+
+    def _preallocate(self, unit: list[Node]) -> None:
+        ids = {n.id for n in unit}
+        for n in unit:
+            if len(unit) == 1 or self.needs_buffer(n, ids):
+                self.alloc(n)
+
+    def _unit(self, unit: list[Node]) -> None:
+        if OPS[unit[0].op].elementwise:
+            self._elementwise_group(unit)
+        else:
+            self._node(unit[0])
 
     def _elementwise_group(self, group: list[Node]) -> None:
         head = group[0]

@@ -10,9 +10,29 @@ constants of the generated source.
 
 from __future__ import annotations
 
+import functools
+import re
+
 from graphrnn.backends.loopgen import LoopGen
 from graphrnn.ir.node import Node
 from graphrnn.ir.ops.conv import ConvGeometry, geometry_of
+
+_SCALARS = re.compile(r"\b(cf|cc|oh|ow|ki|kj|ih|iw|qoh|qow|xv|bh|bw|cv)\b")
+
+
+def _own_names(lower):
+    """Suffix the template's scalars and loop variables with the node's number, so no name
+    spans two nests (Numba types and compiles such functions faster; see LoopGen)."""
+
+    @functools.wraps(lower)
+    def wrapped(g: LoopGen, n: Node) -> None:
+        start = len(g.lines)
+        lower(g, n)
+        k = g.number[n.id]
+        for i in range(start, len(g.lines)):
+            g.lines[i] = _SCALARS.sub(lambda m: f"{m.group(1)}_{k}", g.lines[i])
+
+    return wrapped
 
 
 def _write(g: LoopGen, node: Node, elems, expr: str) -> None:
@@ -53,6 +73,7 @@ def _open_source(
 
 
 # ---- convolution -------------------------------------------------------------------------
+@_own_names
 def lower_conv2d(g: LoopGen, n: Node) -> None:
     x, w = n.inputs
     geo = geometry_of(n)
@@ -76,6 +97,7 @@ def lower_conv2d(g: LoopGen, n: Node) -> None:
     g.close(opened + 3)
 
 
+@_own_names
 def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
     """dx[c, y, x] = sum over the (f, oh, ow, i, j) whose window tap (i, j) reads (y, x)."""
     gy, w = n.inputs
@@ -100,6 +122,7 @@ def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
     g.close(opened + 3)
 
 
+@_own_names
 def lower_conv2d_weight_grad(g: LoopGen, n: Node) -> None:
     """dw[f, c, i, j] = sum_{oh, ow} x[c, tap] * g[f, oh, ow], per example."""
     x, gy = n.inputs
@@ -153,6 +176,7 @@ def _pool_nest(g: LoopGen, n: Node) -> int:
     return opened + 3
 
 
+@_own_names
 def lower_maxpool2d(g: LoopGen, n: Node) -> None:
     (x,) = n.inputs
     g.alloc(n)
@@ -162,6 +186,7 @@ def lower_maxpool2d(g: LoopGen, n: Node) -> None:
     g.close(levels)
 
 
+@_own_names
 def lower_maxpool2d_gather(g: LoopGen, n: Node) -> None:
     x, u = n.inputs
     g.alloc(n)
@@ -171,6 +196,7 @@ def lower_maxpool2d_gather(g: LoopGen, n: Node) -> None:
     g.close(levels)
 
 
+@_own_names
 def lower_maxpool2d_grad(g: LoopGen, n: Node) -> None:
     """Zero this example's image, then add each output's adjoint at its window's argmax."""
     x, gy = n.inputs
@@ -191,6 +217,7 @@ def lower_maxpool2d_grad(g: LoopGen, n: Node) -> None:
     g.close(opened + 3)
 
 
+@_own_names
 def lower_avgpool2d(g: LoopGen, n: Node) -> None:
     (x,) = n.inputs
     geo = geometry_of(n)
@@ -209,6 +236,7 @@ def lower_avgpool2d(g: LoopGen, n: Node) -> None:
     g.close(levels)
 
 
+@_own_names
 def lower_avgpool2d_grad(g: LoopGen, n: Node) -> None:
     (gy,) = n.inputs
     geo = geometry_of(n)
@@ -247,15 +275,18 @@ def _channel_reduce(g: LoopGen, n: Node, divisor: float | None) -> None:
     g.close(opened + 1)
 
 
+@_own_names
 def lower_global_avgpool(g: LoopGen, n: Node) -> None:
     _, h, wd = n.inputs[0].shape
     _channel_reduce(g, n, float(h * wd))
 
 
+@_own_names
 def lower_channel_sum(g: LoopGen, n: Node) -> None:
     _channel_reduce(g, n, None)
 
 
+@_own_names
 def lower_channel_expand(g: LoopGen, n: Node) -> None:
     (v,) = n.inputs
     c, h, wd = n.shape
@@ -269,6 +300,7 @@ def lower_channel_expand(g: LoopGen, n: Node) -> None:
     g.close(opened + 3)
 
 
+@_own_names
 def lower_batch_mean_per_channel(g: LoopGen, n: Node) -> None:
     """Mean over the batch (when x has one), H and W; the step axes stay those of the loop."""
     (x,) = n.inputs

@@ -39,14 +39,39 @@ def _write(g: LoopGen, node: Node, elems, expr: str) -> None:
     g.emit(f"{g.ref(node, elems)} = {expr}")
 
 
+_WHOLE_ARRAY = {"const", "batch_size", "axis_size"}
+
+
+def computes_per_example(g: LoopGen, n: Node) -> bool:
+    """True if the template computes one (step, example) at a time inside its leading loops,
+    so that it can share them with its neighbours; False for library calls on whole arrays."""
+    if n.op in _WHOLE_ARRAY or n.id in g.virtual:
+        return False
+    if n.op == "matmul":
+        return not _uses_blas(g, n)
+    if n.op == "transpose":
+        return not is_static_matrix(n)
+    if n.op == "reduce_to":
+        return n.inputs[0].id not in g.virtual
+    return True
+
+
+def _uses_blas(g: LoopGen, n: Node) -> bool:
+    a, v = n.inputs
+    m, k = a.shape
+    big = m * k >= BLAS_MIN or not g.fixed
+    if not (is_static_matrix(a) and big and v.context == n.context and n.batched):
+        return False
+    return not g.fixed or (len(g.axes) == 1 and set(g.fixed) == set(g.axes))
+
+
 # ---- linear algebra ----------------------------------------------------------------------
 def lower_matmul(g: LoopGen, n: Node) -> None:
     a, v = n.inputs
     m, k = a.shape
-    big = m * k >= BLAS_MIN or not g.fixed
-    if is_static_matrix(a) and big and v.context == n.context and n.batched:
-        if _blas_matmul(g, n, a, v, m, k):
-            return
+    if _uses_blas(g, n):
+        _blas_matmul(g, n, a, v, m, k)
+        return
     g.alloc(n)
     opened = g.lead_loops(n)
     g.open(f"for e0 in range({m}):")

@@ -25,6 +25,8 @@ OP_FUNCTIONS: dict[str, tuple[str, int | None]] = {
     "concat": ("concat", None),
     "softmax_cross_entropy": ("softmax_cross_entropy", 2),
     "mse": ("mse", 2),
+    "conv2d": ("conv2d", 2),  # stride 1, no padding, no dilation (see docs/ops_conv.md)
+    "global_avgpool": ("global_avgpool", 1),
 }
 
 CONSTANT_FUNCTIONS = {"zeros": 0.0, "ones": 1.0}

@@ -73,7 +73,8 @@ def register(
     scalar: str | None = None,
 ) -> Op:
     """`scalar` is the elementwise formula, e.g. "tanh({0})", that every compiled backend
-    expands into its fused loops; backends provide tanh, exp, log, sqrt, sigmoid, relu, step."""
+        expands into its fused loops, written with + - * /, max, conditional expressions and the
+    functions tanh, exp, log and sqrt, which every backend provides."""
     op = Op(name, shape, evaluate, vjp, arity, context, scalar is not None, scalar)
     OPS[name] = op
     return op

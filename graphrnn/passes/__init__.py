@@ -16,6 +16,6 @@ elementwise nodes and hoisting of non-recurrent nodes out of loops are not passe
 backend's lowering and the schedule do them. See docs/passes.md.
 """
 
-from graphrnn.passes.pipeline import ORDER, PASSES, optimize
+from graphrnn.passes.pipeline import ORDER, PASSES, check_disable, optimize
 
-__all__ = ["optimize", "PASSES", "ORDER"]
+__all__ = ["optimize", "check_disable", "PASSES", "ORDER"]

@@ -3,10 +3,10 @@ edges safely, hashable keys of attributes, and small constant tests.
 
 Two contexts matter for a node. Its stored `context` is what the compiled backends allocate
 and loop over; its *actual* context is the shape the reference interpreter's array really has
-(`actual_context`). They differ where autodiff made a node from an adjoint placeholder whose
-bound value varies over less (the 1/batch seed is static, its placeholder is batched), and
-inside recurrences, where the reference stores every member with its stored context.
-A reduction (`reduce_to`) sums over what its operand varies over, so the passes keep both:
+(`Actual`). They can differ where a node was made from a placeholder whose bound value varies
+over less than the placeholder declared (autodiff now inserts `broadcast` there), and a
+reference recurrence stores every member with its stored context. A reduction (`reduce_to`)
+sums over what its operand's array varies over, so the passes keep both:
 a value may only be replaced by one with the same shape, stored context and actual context.
 The one exception is a zero: a zero may become a STATIC zero constant, since any sum of zeros
 is zero, provided no surviving consumer's actual context shrinks because of it (e.g.
@@ -215,6 +215,16 @@ def describe(node: Node) -> str:
     return f"'{node.name}'" if node.name else f"{node.op}%{node.id}"
 
 
+def summarize(details: list[str], limit: int = 3) -> str:
+    """Report details in parentheses, the first few of a long list."""
+    if not details:
+        return ""
+    shown = details[:limit]
+    if len(details) > limit:
+        shown.append(f"... {len(details) - limit} more")
+    return f" ({'; '.join(shown)})"
+
+
 def matrix_label(a: Node) -> str:
     """A matrix in a report: its name, or the name it transposes with ^T."""
     if a.name:
@@ -284,22 +294,21 @@ class Actual:
     def __call__(self, node: Node) -> Context | None:
         if node.id in self.table:
             return self.table[node.id]
-        # A node made after the table: compute it and what it needs, without recursion.
-        stack, visiting = [node], {node.id}
+        # A node made after the table: compute it and what it needs, in post-order without
+        # recursion. An operand still missing when its user is done lies on a cycle through
+        # new nodes: unknown.
+        stack, seen = [(node, False)], {node.id}
         while stack:
-            n = stack[-1]
-            missing = [i for i in n.inputs if i.id not in self.table]
-            if any(i.id in visiting for i in missing):
-                self.table[n.id] = None  # a cycle through new nodes: unknown
-                stack.pop()
+            n, done = stack.pop()
+            if done:
+                a = self._of(n, False) if all(i.id in self.table for i in n.inputs) else None
+                self.table[n.id] = a if a == n.context else None
                 continue
-            if missing:
-                stack.extend(missing)
-                visiting.update(i.id for i in missing)
-                continue
-            stack.pop()
-            a = self._of(n, False)
-            self.table[n.id] = a if a == n.context else None
+            stack.append((n, True))
+            for i in n.inputs:
+                if i.id not in self.table and i.id not in seen:
+                    seen.add(i.id)
+                    stack.append((i, False))
         return self.table[node.id]
 
     def keeps(self, node: Node, inputs: list[Node]) -> bool:

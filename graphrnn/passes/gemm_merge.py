@@ -32,6 +32,7 @@ from graphrnn.passes._common import (
     matrix_label,
     node_count,
     substitute,
+    summarize,
 )
 
 
@@ -104,4 +105,4 @@ def gemm_merge(graph: Graph, *, inplace: bool = False) -> tuple[Graph, list[str]
     substitute(g, repl, actual)
     after = node_count(g)
     head = f"gemm_merge: {len(details)} merged, {before} -> {after} nodes"
-    return g, [head + (f" ({'; '.join(details)})" if details else "")]
+    return g, [head + summarize(details)]

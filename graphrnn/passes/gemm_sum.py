@@ -32,6 +32,7 @@ from graphrnn.passes._common import (
     root_ids,
     same_value_kind,
     substitute,
+    summarize,
     users,
 )
 from graphrnn.passes.gemm_merge import is_static_matrix, matrix_order
@@ -99,4 +100,4 @@ def gemm_sum(graph: Graph, *, inplace: bool = False) -> tuple[Graph, list[str]]:
     substitute(g, repl, actual)
     after = node_count(g)
     head = f"gemm_sum: {len(details)} merged, {before} -> {after} nodes"
-    return g, [head + (f" ({'; '.join(details)})" if details else "")]
+    return g, [head + summarize(details)]

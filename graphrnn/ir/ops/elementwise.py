@@ -71,16 +71,16 @@ unary("tanh", np.tanh, "tanh({0})", lambda n, g: [apply("mul", g, _one_minus(app
 unary(
     "sigmoid",
     _sigmoid,
-    "sigmoid({0})",
+    "(0.5 * tanh(0.5 * {0}) + 0.5)",
     lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))],
 )
 unary(
     "relu",
     lambda x: np.maximum(x, 0),
-    "relu({0})",
+    "max({0}, 0.0)",
     lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))],
 )
-unary("step", lambda x: (x > 0).astype(x.dtype), "step({0})", lambda n, g: [None])
+unary("step", lambda x: (x > 0).astype(x.dtype), "(1.0 if {0} > 0.0 else 0.0)", lambda n, g: [None])
 
 binary("add", np.add, "({0} + {1})", lambda n, g: [g, g])
 binary("sub", np.subtract, "({0} - {1})", lambda n, g: [g, apply("neg", g)])
