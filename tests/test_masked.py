@@ -13,15 +13,15 @@ import graphrnn as gr
 MODEL = Path(__file__).resolve().parents[1] / "models" / "lstm_masked.grnn"
 
 
-def batch_of(lengths, I, O, seed):
+def batch_of(lengths, n_in, n_out, seed):
     rng = np.random.default_rng(seed)
     T, B = max(lengths), len(lengths)
-    x = rng.normal(size=(T, B, I))
-    y = np.eye(O)[rng.integers(0, O, (T, B))]
+    x = rng.normal(size=(T, B, n_in))
+    y = np.eye(n_out)[rng.integers(0, n_out, (T, B))]
     m = np.zeros((T, B))
     for b, n in enumerate(lengths):
         m[:n, b] = 1.0
-        x[n:, b] = rng.normal(size=(T - n, I)) * 100.0  # padding must not matter
+        x[n:, b] = rng.normal(size=(T - n, n_in)) * 100.0  # padding must not matter
     return x, y, m
 
 
