@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphrnn as gr
-from graphrnn.check import gradient_check
+from graphrnn.check import gradient_check, random_data
 from graphrnn.dsl import parse_file
 from graphrnn.dsl.ast import ModelDef
 
@@ -81,12 +81,7 @@ def test_gradient_check(path):
 def test_forward_is_finite(path):
     model = load_small(path)
     fn = model.compile(backend="reference", dtype="float64")
-    rng = np.random.default_rng(0)
-    tau, batch = 5, 2
-    inputs = {
-        name: rng.normal(size=(tau, batch, *node.shape))
-        for name, node in model.graph.inputs.items()
-    }
+    inputs, _ = random_data(model, tau=5, batch=2, seed=0)
     out = fn.forward(model.params, inputs)
     assert out
     for name, value in out.items():
