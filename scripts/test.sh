@@ -6,8 +6,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q -e '.[test]'
-ruff format --check graphrnn tests bench
-ruff check graphrnn tests bench
+ruff format --check .
+ruff check .
 export GRAPHRNN_CACHE_DIR="${GRAPHRNN_CACHE_DIR:-$PWD/.cache/graphrnn}"
 # The tests check values, not speed: LLVM's cheapest optimisation level cuts compile time.
 export NUMBA_OPT="${NUMBA_OPT:-0}"
