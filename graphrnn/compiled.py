@@ -97,8 +97,9 @@ class Compiled:
     def _out(self, values, node: Node, like: Node | None = None) -> np.ndarray:
         like = like or node
         array = values[node.id]
-        env = self._env
-        array = np.broadcast_to(array, env.aligned_shape(like.context, like.shape))
+        full = self._env.aligned_shape(like.context, like.shape)
+        if array.shape != full:
+            array = np.broadcast_to(array, full)
         return from_aligned(array, like, self.graph.axes)
 
     def _evaluate(self, graph: Graph, params, inputs, targets) -> dict[int, np.ndarray]:
@@ -116,7 +117,7 @@ class Compiled:
                 checked[name] = (check_array(name, given[name], node, graph.axes, role), node)
         self._env = self._make_env(checked)
         for array, node in checked.values():
-            leaves[node.id] = to_aligned(array.astype(self.dtype), node, graph.axes)
+            leaves[node.id] = to_aligned(array.astype(self.dtype, copy=False), node, graph.axes)
         for name, node in graph.params.items():
             if name not in params:
                 raise DataError(f"missing parameter '{name}'")
@@ -129,12 +130,17 @@ class Compiled:
         return self.executor(graph, self._env, leaves)
 
     def _make_env(self, checked) -> EvalEnv:
-        sizes: dict[str, int] = {}
+        sizes: dict[str, int] = dict(self.graph.axis_sizes)
         batch = None
         for name, (array, node) in checked.items():
             lead = [a for a in self.graph.axes if a in node.axes]
             for k, axis in enumerate(lead):
                 if sizes.setdefault(axis, array.shape[k]) != array.shape[k]:
+                    if axis in self.graph.axis_sizes:
+                        raise DataError(
+                            f"'{name}' has {array.shape[k]} steps along '{axis}', whose "
+                            f"length is fixed by the model at {sizes[axis]}"
+                        )
                     raise DataError(
                         f"'{name}' has {array.shape[k]} steps along '{axis}', "
                         f"other data has {sizes[axis]}"

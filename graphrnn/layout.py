@@ -46,7 +46,9 @@ def from_aligned(array: np.ndarray, node: Node, axes: tuple[str, ...]) -> np.nda
 def check_array(name: str, array, node: Node, axes: tuple[str, ...], role: str) -> np.ndarray:
     """Turn user data into an array, or explain exactly what is wrong with it."""
     try:
-        array = np.asarray(array, dtype=np.float64)
+        array = np.asarray(array)
+        if array.dtype.kind not in "fiub":
+            array = array.astype(np.float64)
     except (TypeError, ValueError) as e:
         raise DataError(f"{role} '{name}' is not a numeric array: {e}") from None
     expected_rank = len([a for a in axes if a in node.axes]) + node.batched + len(node.shape)
@@ -58,7 +60,7 @@ def check_array(name: str, array, node: Node, axes: tuple[str, ...], role: str) 
             f"{role} '{name}' has shape {list(array.shape)}; expected {layout}"
             + (" (time-major: steps first, then the batch)" if node.axes else "")
         )
-    if not np.all(np.isfinite(array)):
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise DataError(f"{role} '{name}' contains NaN or infinity, first at index {where}")
     return array

@@ -17,13 +17,32 @@ from graphrnn.ir.node import STATIC, Node
 from graphrnn.ir.registry import OPS
 from graphrnn.schedule import Bulk, Loop
 
+BLAS_MIN_STEP = 1 << 16  # batch * rows * cols above which a per-step product uses BLAS
 BLAS_MIN = 64 * 64
+_VIEW_USERS = {
+    "slice",
+    "concat",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "mse",
+    "sum",
+    "mean",
+    "expand",
+    "broadcast",
+    "expand_axis",
+    "reduce_axis",
+    "delay",
+}
 _LOCALS = re.compile(r"\b(acc|mx|se|lse|src|d)\b")
 
 
 class LoopGen:
-    def __init__(self, axes: tuple[str, ...], dtype: str, roots: list[Node], items, leaves):
+    def __init__(
+        self, axes: tuple[str, ...], dtype: str, roots: list[Node], items, leaves, axis_sizes=None
+    ):
         self.axes = axes
+        self.axis_sizes = dict(axis_sizes or {})
         self.dtype = dtype
         self.roots = roots
         self.items = items
@@ -44,6 +63,20 @@ class LoopGen:
         for node in list(leaves) + [n for item in items for n in _nodes(item)]:
             self.number.setdefault(node.id, len(self.number))
         self.virtual = self._gemm_gradients()
+        self.views = self._slice_views()
+
+    def _slice_views(self) -> set[int]:
+        """Slices read in place through shifted indices instead of being copied, where every
+        user indexes element by element (not a library call on the whole buffer)."""
+        views = set()
+        for item in self.items:
+            for n in _nodes(item):
+                if n.op != "slice" or n.id in self.root_ids:
+                    continue
+                users = self.users[n.id]
+                if all(OPS[u.op].elementwise or u.op in _VIEW_USERS for u in users):
+                    views.add(n.id)
+        return views
 
     def _gemm_gradients(self) -> set[int]:
         """Outer products only summed into a parameter's gradient: lowered as one GEMM."""
@@ -116,6 +149,9 @@ class LoopGen:
 
     def ref(self, node: Node, elems, override: dict | None = None, batch_var: str = "ib") -> str:
         """Index expression of `node`'s buffer inside a nest; 0 where it does not vary."""
+        if node.id in self.views:
+            shifted = list(elems[:-1]) + [f"{node.attrs['start']} + {elems[-1]}"]
+            return self.ref(node.inputs[0], shifted, override, batch_var)
         override = override or {}
         idx = []
         for a in self.axes:
@@ -146,6 +182,9 @@ class LoopGen:
 
     def _sizes(self) -> None:
         for axis in self.axes:
+            if axis in self.axis_sizes:
+                self.emit(f"S_{axis} = {self.axis_sizes[axis]}")
+                continue
             leaf = next(n for n in self.leaves if axis in n.axes)
             self.emit(f"S_{axis} = {self.buf(leaf)}.shape[{self.axes.index(axis)}]")
         batched = next((n for n in self.leaves if n.batched), None)
@@ -194,7 +233,7 @@ class LoopGen:
     def _units(self, nodes: list[Node]) -> list[list[Node]]:
         units: list[list[Node]] = []
         for node in nodes:
-            if node.op in ("input", "param") or node.id in self.virtual:
+            if node.op in ("input", "param") or node.id in self.virtual or node.id in self.views:
                 continue
             if units and self._fusable(node, units[-1]):
                 units[-1].append(node)
@@ -303,6 +342,9 @@ def lowerings() -> dict:
         modules.append(loopgen_conv)
     except ImportError:
         pass
+    from graphrnn.backends import loopgen_grid
+
+    modules.append(loopgen_grid)
     return {
         name[len("lower_") :]: getattr(m, name)
         for m in modules

@@ -8,7 +8,7 @@ is fixed to the loop variable.
 
 from __future__ import annotations
 
-from graphrnn.backends.loopgen import BLAS_MIN, LoopGen, is_static_matrix
+from graphrnn.backends.loopgen import BLAS_MIN_STEP, LoopGen, is_static_matrix
 from graphrnn.ir.node import Node
 
 
@@ -57,10 +57,11 @@ def computes_per_example(g: LoopGen, n: Node) -> bool:
 
 
 def _uses_blas(g: LoopGen, n: Node) -> bool:
+    """Products with a parameter matrix go to BLAS in bulk; inside a one-axis recurrence a
+    runtime test on the batch size picks BLAS or a loop nest (a BLAS call costs about a
+    microsecond, more than a small product)."""
     a, v = n.inputs
-    m, k = a.shape
-    big = m * k >= BLAS_MIN or not g.fixed
-    if not (is_static_matrix(a) and big and v.context == n.context and n.batched):
+    if not (is_static_matrix(a) and v.context == n.context and n.batched):
         return False
     return not g.fixed or (len(g.axes) == 1 and set(g.fixed) == set(g.axes))
 
@@ -69,34 +70,37 @@ def _uses_blas(g: LoopGen, n: Node) -> bool:
 def lower_matmul(g: LoopGen, n: Node) -> None:
     a, v = n.inputs
     m, k = a.shape
-    if _uses_blas(g, n):
-        _blas_matmul(g, n, a, v, m, k)
+    if not _uses_blas(g, n):
+        _matmul_loops(g, n)
         return
+    at = f"{g.buf(a)}.reshape(({m}, {k})).T"
+    if not g.fixed:
+        g.allocated.add(n.id)
+        flat = f"{g.buf(v)}.reshape((-1, {k}))"
+        g.emit(f"{g.buf(n)} = np.dot({flat}, {at}).reshape({g.alloc_shape(n)})")
+        return
+    t = next(iter(g.fixed.values()))
+    g.alloc(n)
+    g.open(f"if B * {m * k} >= {BLAS_MIN_STEP}:")
+    g.emit(f"np.dot({g.buf(v)}[{t}], {at}, {g.buf(n)}[{t}])")
+    g.close()
+    g.open("else:")
+    _matmul_loops(g, n)
+    g.close()
+
+
+def _matmul_loops(g: LoopGen, n: Node) -> None:
+    a, v = n.inputs
+    m, k = a.shape
     g.alloc(n)
     opened = g.lead_loops(n)
     g.open(f"for e0 in range({m}):")
-    g.emit("acc = 0.0")
+    g.emit("acc = ZERO")
     g.open(f"for e1 in range({k}):")
     g.emit(f"acc += {g.ref(a, ['e0', 'e1'])} * {g.ref(v, ['e1'])}")
     g.close()
     _write(g, n, ["e0"], "acc")
     g.close(opened + 1)
-
-
-def _blas_matmul(g: LoopGen, n: Node, a: Node, v: Node, m: int, k: int) -> bool:
-    at = f"{g.buf(a)}.reshape(({m}, {k})).T"
-    if not g.fixed:
-        g.allocated.add(n.id)
-        g.emit(
-            f"{g.buf(n)} = np.dot({g.buf(v)}.reshape((-1, {k})), {at}).reshape({g.alloc_shape(n)})"
-        )
-        return True
-    if len(g.axes) == 1 and set(g.fixed) == set(g.axes):
-        t = next(iter(g.fixed.values()))
-        g.alloc(n)
-        g.emit(f"np.dot({g.buf(v)}[{t}], {at}, {g.buf(n)}[{t}])")
-        return True
-    return False
 
 
 def lower_outer(g: LoopGen, n: Node) -> None:

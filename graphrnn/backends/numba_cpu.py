@@ -28,6 +28,7 @@ from math import exp, log, sqrt{tanh_import}
 from numba import njit
 
 DT = np.{dtype}
+ZERO = DT(0.0)
 {tanh_def}
 
 @njit(cache=True, fastmath={{"reassoc", "contract", "nsz"}})
@@ -75,7 +76,7 @@ def generate_source(graph: Graph, dtype: str) -> tuple[str, list, list]:
     items = schedule(roots)
     used = {n.id for item in items for n in (item.nodes if hasattr(item, "nodes") else [item.node])}
     leaves = [n for n in graph.leaves.values() if n.id in used]
-    body = LoopGen(graph.axes, dtype, roots, items, leaves).generate()
+    body = LoopGen(graph.axes, dtype, roots, items, leaves, graph.axis_sizes).generate()
     header = HEADER.format(
         version=graphrnn.__version__,
         numba=numba.__version__,
