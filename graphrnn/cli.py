@@ -63,7 +63,7 @@ def cmd_check(args) -> int:
         )
     sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
     print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
-    results = gradient_check(model, args.tau, args.batch, args.seed, args.backend)
+    results = gradient_check(model, args.tau, args.batch, args.seed, _backend(args.backend))
     worst = 0.0
     for r in results:
         part = "" if r.checked == r.total else f" ({r.checked} of {r.total} elements sampled)"
@@ -71,6 +71,14 @@ def cmd_check(args) -> int:
         worst = max(worst, r.rel_error)
     print(f"max_rel_error={worst:.3e}")
     return 0 if worst < CHECK_TOLERANCE else 1
+
+
+def cmd_predict(args) -> int:
+    from graphrnn.train.images import predict
+
+    for path, probs in predict(args.checkpoint, args.images):
+        print(path + ": " + ", ".join(f"{c}={p:.4f}" for c, p in probs.items()))
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -87,7 +95,7 @@ def cmd_train(args) -> int:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         clip=args.clip or None,
-        backend=args.backend,
+        backend=_backend(args.backend),
         dtype=args.dtype,
         out=args.out or f"runs/{Path(args.model).stem}-{args.task}",
         resume=args.resume,
@@ -96,6 +104,7 @@ def cmd_train(args) -> int:
         n_train=args.n_train,
         text=args.text,
         seq_len=args.seq_len,
+        data=args.data,
     )
     _, last = run(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -113,7 +122,7 @@ def cmd_sample(args) -> int:
 
 def cmd_compile(args) -> int:
     model = _load(args, fill_sizes=True)
-    fn = model.compile(args.backend, dtype=args.dtype, **_pass_options(args))
+    fn = model.compile(_backend(args.backend), dtype=args.dtype, **_pass_options(args))
     graph = fn.adjoint if args.graph == "grad" else fn.forward_graph
     if args.explain:
         for line in fn.explain(graph):
@@ -128,6 +137,15 @@ def cmd_compile(args) -> int:
 
 def _pass_options(args) -> dict:
     return {"disable": args.disable} if args.disable else {}
+
+
+def _backend(name: str) -> str:
+    """`auto` picks the GPU when CuPy sees one, and says which it chose."""
+    if name != "auto":
+        return name
+    from graphrnn.backends.cupy_gpu import pick_backend
+
+    return pick_backend(say=lambda message: print(message, file=sys.stderr))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -151,12 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--tau", type=int, default=5, help="sequence length (default 5)")
     p.add_argument("--batch", type=int, default=3, help="batch size (default 3)")
-    p.add_argument("--backend", default="reference", help="backend whose gradients are checked")
+    p.add_argument(
+        "--backend", default="reference", help="reference | numba | cupy | auto (GPU if present)"
+    )
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("train", help="train a model on a built-in task")
     _common(p)
-    p.add_argument("--task", required=True, help="adding | digits | chars")
+    p.add_argument("--task", required=True, help="adding | digits | chars | faces | digit_images")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--optimizer", default="adam", help="sgd | momentum | adam")
@@ -164,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--clip", type=float, default=1.0, help="clip gradients by global norm (0: off)")
-    p.add_argument("--backend", default="numba", choices=["reference", "numba"])
+    p.add_argument("--backend", default="numba", choices=["reference", "numba", "cupy", "auto"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", help="run directory (default runs/MODEL-TASK)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -172,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, help="training examples for the adding task")
     p.add_argument("--text", help="UTF-8 text file for the chars task")
     p.add_argument("--seq-len", type=int, default=50, help="chunk length for truncated BPTT")
+    p.add_argument("--data", help="faces task: UTKFace-named image folder or CSV of path,label")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("predict", help="class probabilities of images from an image checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("sample", help="generate text from a chars-task checkpoint")
     p.add_argument("checkpoint")
@@ -184,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="show the generated code or what the passes did")
     _common(p)
-    p.add_argument("--backend", default="numba", choices=["reference", "numba"])
+    p.add_argument("--backend", default="numba", choices=["reference", "numba", "cupy", "auto"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--graph", default="grad", choices=["forward", "grad"])
     p.add_argument("--emit", choices=["numba", "ir"], help="print the kernel source or the IR")

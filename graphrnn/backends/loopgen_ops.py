@@ -385,7 +385,7 @@ def lower_batch_mean(g: LoopGen, n: Node) -> None:
     inner, override, batch_var = _reduced_loops(g, x, n, axes=set())
     g.emit(f"acc += {g.ref(x, elems, override, batch_var)}")
     g.close(inner)
-    _write(g, n, elems, "acc / B")
+    _write(g, n, elems, "acc / B" if x.batched else "acc")
     g.close(opened)
 
 
