@@ -81,5 +81,6 @@ def grad(graph: Graph, wrt: list[str] | None = None) -> Graph:
         targets=graph.targets,
         params=graph.params,
         outputs=outputs,
+        axis_sizes=dict(graph.axis_sizes),
     )
     return resolve_aliases(adjoint_graph)

@@ -20,7 +20,12 @@ Step = tuple[tuple[str, int], ...]
 
 
 def unroll(graph: Graph, sizes: dict[str, int]) -> Graph:
-    """The acyclic graph for axis lengths `sizes` (1-based steps, e.g. {"t": 5})."""
+    """The acyclic graph for axis lengths `sizes` (1-based steps, e.g. {"t": 5}); axes of
+    static length (graph.axis_sizes) need not be given."""
+    sizes = dict(sizes)
+    for axis, size in graph.axis_sizes.items():
+        if sizes.setdefault(axis, size) != size:
+            raise ValueError(f"axis '{axis}' has the static length {size}, not {sizes[axis]}")
     missing = [a for a in graph.axes if a not in sizes]
     if missing:
         raise ValueError(f"give a length for the axes {missing} to unroll '{graph.name}'")
@@ -43,6 +48,7 @@ def unroll(graph: Graph, sizes: dict[str, int]) -> Graph:
         graph.params,
         outputs,
         loss,
+        dict(graph.axis_sizes),
     )
 
 
@@ -108,6 +114,8 @@ class _Unroller:
             return inner
         if op in ("place", "edge_fill", "expand_axis"):
             return self._placement(node, step)
+        if op in ("patches", "grid"):
+            return self._grid_op(node, step)
         inputs = [self.copy(i, tuple(step.items())) for i in node.inputs]
         return apply(op, *inputs, name=name, loc=node.loc, **attrs)
 
@@ -131,6 +139,22 @@ class _Unroller:
         if attrs["kind"] == "mean":
             total = apply("div", total, const(float(self.sizes[axis])))
         return total
+
+    def _grid_op(self, node: Node, step: dict[str, int]) -> Node:
+        """patches at step (i, j): that step of the patches of the (static) image; grid: the
+        grid of a value assembled from every step's copy with `place`."""
+        (x,), attrs = node.inputs, node.attrs
+        axes = attrs["axes"]
+        outer = tuple((a, k) for a, k in step.items() if a not in axes)
+        if node.op == "patches":
+            return self._at(apply("patches", self.copy(x, outer), **attrs), step)
+        total = None
+        for extra in self.steps(axes):
+            term = self.copy(x, tuple({**step, **dict(extra)}.items()))
+            for axis, k in extra:
+                term = apply("place", term, axis=axis, index=k)
+            total = term if total is None else apply("add", total, term)
+        return apply("grid", total, **attrs)
 
     def _placement(self, node: Node, step: dict[str, int]) -> Node:
         (x,), attrs = node.inputs, node.attrs

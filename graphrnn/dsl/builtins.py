@@ -25,8 +25,20 @@ OP_FUNCTIONS: dict[str, tuple[str, int | None]] = {
     "concat": ("concat", None),
     "softmax_cross_entropy": ("softmax_cross_entropy", 2),
     "mse": ("mse", 2),
-    "conv2d": ("conv2d", 2),  # stride 1, no padding, no dilation (see docs/ops_conv.md)
     "global_avgpool": ("global_avgpool", 1),
+}
+
+# DSL name -> (positional parameters, keyword parameters with defaults): builtins that take
+# keyword arguments or attributes (see expressions._keyword_builtin). Positional parameters
+# after the first one or two values are compile-time integers (kernel, block sizes).
+KEYWORD_FUNCTIONS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "conv2d": (("x", "w"), {"stride": 1, "padding": 0, "dilation": 1}),
+    "maxpool2d": (("x", "kernel"), {"stride": None, "padding": 0}),
+    "avgpool2d": (("x", "kernel"), {"stride": None, "padding": 0}),
+    "bias2d": (("x", "b"), {}),
+    "batchnorm2d": (("x", "gamma", "beta"), {"eps": 1e-5}),
+    "patches": (("x", "ph", "pw"), {}),
+    "grid": (("v",), {}),
 }
 
 CONSTANT_FUNCTIONS = {"zeros": 0.0, "ones": 1.0}
@@ -45,4 +57,9 @@ class Builtin:
 
 
 def is_builtin(name: str) -> bool:
-    return name in OP_FUNCTIONS or name in CONSTANT_FUNCTIONS or name in SPECIAL_FUNCTIONS
+    return (
+        name in OP_FUNCTIONS
+        or name in CONSTANT_FUNCTIONS
+        or name in SPECIAL_FUNCTIONS
+        or name in KEYWORD_FUNCTIONS
+    )

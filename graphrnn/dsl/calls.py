@@ -41,7 +41,10 @@ def call_definition(lw, fd: ast.FuncDef, args, kwargs, expr: ast.Call, frame: Fr
     axes = _bind_axes(fd, bound, axis_arg, loc, frame)
     scope.values.update(bound)
     scope.values.update({local: Axis(actual) for local, actual in axes.items()})
-    scope.hidden_axes = frozenset(lw.graph.axes) - set(axes.values())
+    # the arguments' other axes act like the batch (not every axis of the graph: a value
+    # over the axes of one patches() grid must not vary over those of another)
+    arg_axes = frozenset().union(*(v.axes for v in bound.values() if isinstance(v, Node)))
+    scope.hidden_axes = arg_axes - set(axes.values())
     lw._lower_body(scope, fd.body, {})
     for name, node in scope.lowered.items():
         lw.graph.outputs.setdefault(scope.qualified(name), node)

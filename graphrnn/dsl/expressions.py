@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 
 from graphrnn.dsl import ast
-from graphrnn.dsl.builtins import CONSTANT_FUNCTIONS, OP_FUNCTIONS, Builtin
+from graphrnn.dsl.builtins import CONSTANT_FUNCTIONS, KEYWORD_FUNCTIONS, OP_FUNCTIONS, Builtin
 from graphrnn.dsl.lower import Axis, Frame, Scope, _as_node, _describe, _in, _integer, _positive
 from graphrnn.errors import DSLError, Loc, ShapeError
 from graphrnn.ir.node import Node
@@ -131,6 +131,10 @@ def _builtin(name: str, args, kwargs, expr: ast.Call, frame: Frame):
         start = _integer(args[1], "slice start", loc)
         stop = _integer(args[2], "slice stop", loc)
         return _op(frame, "slice", [args[0]], loc, start=start, stop=stop)
+    if name in KEYWORD_FUNCTIONS:
+        from graphrnn.dsl.keyword_builtins import call_keyword_builtin
+
+        return call_keyword_builtin(name, args, kwargs, expr, frame)
     op, arity = OP_FUNCTIONS[name]
     if kwargs:
         raise DSLError(f"{name}() takes no keyword arguments", loc, _in(frame))

@@ -14,6 +14,7 @@ Semantics in brief (docs/language.md has the full story):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +77,7 @@ class Lowerer:
         self.models = [i for i in module.items if isinstance(i, ast.ModelDef)]
         self.graph: Graph | None = None
         self.used_prefixes: set[str] = set()
+        self.new_axes: set[str] = set()  # axes made by patches(), of static length
 
     # ---- the model -------------------------------------------------------------------
     def lower(self, sizes: Mapping[str, int], model: str | None) -> Graph:
@@ -200,8 +202,28 @@ class Lowerer:
             if name in table:
                 raise DSLError(f"'{name}' is defined twice", stmt.loc)
             table[name] = (stmt, bindings)
+            if _makes_axes(stmt):
+                self._new_axes(scope, stmt)
         elif isinstance(stmt, ast.Assign):
             scope.assigned_later.add(self.target_name(stmt.target, frame))
+
+    def _new_axes(self, scope: Scope, stmt: ast.Equation) -> None:
+        """`p(i, j) = patches(...)`: the left side names two new axes. In a definition they
+        are made unique per call (`blk1_i`), so a block can be used twice."""
+        for e in stmt.index:
+            if not isinstance(e, ast.Name) or e.id in scope.values or e.id in self.graph.axes:
+                raise DSLError(
+                    "patches() makes new axes: index its equation by new names, e.g. p(i, j)",
+                    e.loc,
+                )
+            actual = e.id
+            if scope.prefix:
+                actual = re.sub(r"\W", "_", scope.prefix) + "_" + e.id
+            while actual in self.graph.axes:
+                actual += "_"
+            self.graph.axes = self.graph.axes + (actual,)
+            self.new_axes.add(actual)
+            scope.values[e.id] = Axis(actual)
 
     def _declare_input(self, scope: Scope, stmt: ast.InputDecl, frame: Frame) -> None:
         if scope.prefix:
@@ -368,6 +390,16 @@ class Lowerer:
             candidate, k = scope.qualified(f"{base}{k}"), k + 1
         self.used_prefixes.add(candidate)
         return candidate
+
+
+def _makes_axes(stmt: ast.Equation) -> bool:
+    value = stmt.value
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "patches"
+        and not _is_init(stmt)
+    )
 
 
 def _is_init(stmt: ast.Equation) -> bool:

@@ -21,6 +21,8 @@ class Graph:
     params: dict[str, Node] = field(default_factory=dict)
     outputs: dict[str, Node] = field(default_factory=dict)
     loss: Node | None = None
+    # Lengths of axes that ops create (grid.patches): fixed when the graph is built.
+    axis_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def leaves(self) -> dict[str, Node]:

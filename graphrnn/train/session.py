@@ -43,6 +43,7 @@ class TrainConfig:
     text: str | None = None
     seq_len: int = 50
     progress: bool = True
+    data: str | None = None  # faces task: a UTKFace-style folder or a CSV of path,label
 
 
 @dataclass
@@ -208,4 +209,64 @@ def _chars(config: TrainConfig) -> Prepared:
     return Prepared(sizes, batches, loss_and_grad, validate, meta)
 
 
-_TASKS = {"adding": _adding, "digits": _digits, "chars": _chars}
+def _image_size(config: TrainConfig, default: int) -> tuple[int, int]:
+    return config.sizes.get("HI", default), config.sizes.get("WI", default)
+
+
+def _images(config: TrainConfig, split, classes, size) -> Prepared:
+    """Image tasks: models with `input img[3, HI, WI]`, `target y[K]` and an output `o`."""
+    x_train, y_train, x_test, y_test = _cast(
+        config, split.x_train, split.y_train, split.x_test, split.y_test
+    )
+
+    def batches(epoch: int):
+        return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
+
+    def loss_and_grad(fn):
+        return lambda params, b: fn.loss_and_grad(params, {"img": b[0]}, {"y": b[1]})
+
+    def validate(fn):
+        def metrics(params):
+            # batch norm normalises with batch statistics (training mode): validate in
+            # batches of the training size so the statistics are comparable
+            total, hits = 0.0, 0
+            for x, y in datasets.minibatches(x_test, y_test, config.batch):
+                total += fn.loss(params, {"img": x}, {"y": y}) * len(x)
+                logits = fn.forward(params, {"img": x})["o"]
+                hits += int(np.sum(np.argmax(logits, -1) == np.argmax(y, -1)))
+            return {"val_loss": total / len(x_test), "val_acc": hits / len(x_test)}
+
+        return metrics
+
+    sizes = {"HI": size[0], "WI": size[1], "K": len(classes), **config.sizes}
+    meta = {"classes": list(classes), "image_size": list(size)}
+    return Prepared(sizes, batches, loss_and_grad, validate, meta)
+
+
+def _faces(config: TrainConfig) -> Prepared:
+    from graphrnn.train import images
+
+    if not config.data:
+        raise GraphRNNError("the faces task needs --data DIR (UTKFace names) or --data FILE.csv")
+    size = _image_size(config, 128)
+    found = images.load_faces(config.data, size)
+    return _images(config, images.split(found, 0.2, config.seed), found.classes, size)
+
+
+def _digit_images(config: TrainConfig) -> Prepared:
+    from graphrnn.train import images
+
+    size = _image_size(config, 32)
+    if size[0] != size[1]:
+        raise GraphRNNError("the digit_images task makes square images: give HI = WI")
+    split = images.digit_images(size[0], seed=config.seed)
+    return _images(config, split, ("3", "8"), size)
+
+
+_TASKS = {
+    "adding": _adding,
+    "digits": _digits,
+    "chars": _chars,
+    "faces": _faces,
+    "digit_images": _digit_images,
+}

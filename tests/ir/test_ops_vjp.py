@@ -277,6 +277,24 @@ if "conv2d" in OPS:
     )
 
 
+def grid_case(op, draw, b):
+    """patches/grid over the builder's axes t (rows) and u (columns), whose lengths are the
+    grid's; the image and the map do not vary over them."""
+    rows, cols = b.env.sizes["t"], b.env.sizes["u"]
+    ph, pw, c = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    attrs = {"axes": ("t", "u"), "rows": rows, "cols": cols, "ph": ph, "pw": pw}
+    if op == "patches":
+        ctx = draw(contexts)
+        image = b.leaf((c, rows * ph, cols * pw), Context(frozenset(), ctx.batched))
+        return apply("patches", image, **attrs)
+    v = b.leaf((c * ph * pw,), Context(frozenset({"t", "u"}), draw(st.booleans())))
+    return apply("grid", v, **attrs)
+
+
+if "patches" in OPS:
+    CASES.update({op: grid_case for op in ("patches", "grid")})
+
+
 def test_every_op_with_a_vjp_has_a_case():
     with_vjp = {name for name, op in OPS.items() if op.vjp is not None}
     assert sorted(with_vjp - set(CASES)) == [], "ops with a VJP but no gradient test"
