@@ -1,0 +1,98 @@
+"""Image tasks: UTKFace-style folders and CSVs (bad files skipped with a warning), the
+upscaled-digits task, one epoch of training end to end, and `graphrnn predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from graphrnn.cli import main
+from graphrnn.train import images
+from graphrnn.train.session import TrainConfig, run
+
+MODEL = str(Path(__file__).resolve().parents[2] / "models" / "spatial_rnn_sex.grnn")
+TINY = {"HI": 32, "WI": 32, "C1": 2, "C2": 2, "C3": 2, "C4": 2, "H1": 2, "H2": 2}
+
+
+def _faces(folder: Path, n: int = 12) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        pixels = rng.integers(0, 256, size=(20 + k, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{20 + k}_{k % 2}_0_2017010{k % 10}.jpg")
+    (folder / "30_1_0_corrupt.jpg").write_bytes(b"not a jpeg at all")
+    Image.fromarray(pixels).save(folder / "31_7_0_20170101.jpg")  # gender 7: mislabelled
+    Image.fromarray(pixels).save(folder / "noname.jpg")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+def test_utkface_folder_skips_bad_files_with_one_warning(tmp_path):
+    folder = _faces(tmp_path / "faces")
+    with pytest.warns(UserWarning, match="skipped 3 file") as record:
+        found = images.utkface_folder(folder, (16, 8))
+    text = str(record[0].message)
+    assert "corrupt" in text and "31_7_0" in text and "noname" in text
+    assert found.x.shape == (12, 3, 16, 8) and found.classes == ("male", "female")
+    assert list(found.labels) == [k % 2 for k in range(12)]
+    assert 0 <= found.x.min() and found.x.max() <= 255
+    a, b = images.split(found, 0.25, seed=3), images.split(found, 0.25, seed=3)
+    assert a.x_train.shape[0] == 9 and a.x_test.shape[0] == 3
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+
+
+def test_csv_of_paths_and_labels(tmp_path):
+    folder = _faces(tmp_path / "faces", n=4)
+    names = sorted(p.name for p in folder.glob("2*_0_*.jpg"))
+    lines = ["path,label"] + [f"faces/{n},1" for n in names] + ["faces/missing.jpg,0", "x,y"]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        found = images.load_faces(tmp_path / "labels.csv", (8, 8))
+    assert list(found.labels) == [1] * len(names)
+
+
+def test_faces_task_trains_one_epoch_and_predicts(tmp_path, capsys):
+    folder = _faces(tmp_path / "faces")
+    config = TrainConfig(
+        MODEL,
+        "faces",
+        sizes=dict(TINY),
+        epochs=1,
+        batch=4,
+        backend="reference",
+        dtype="float64",
+        out=str(tmp_path / "run"),
+        data=str(folder),
+        progress=False,
+    )
+    with pytest.warns(UserWarning, match="skipped 3"):
+        history, last = run(config)
+    assert np.isfinite(last["val_loss"]) and 0.0 <= last["val_acc"] <= 1.0
+    photos = [str(p) for p in sorted(folder.glob("2*.jpg"))[:2]]
+    assert main(["predict", str(tmp_path / "run" / "checkpoint.npz"), *photos]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    for line, photo in zip(lines, photos):
+        assert line.startswith(photo + ": male=")
+        probs = [float(part.split("=")[1]) for part in line.split(": ")[1].split(", ")]
+        assert abs(sum(probs) - 1.0) < 1e-3
+
+
+def test_digit_images_task_smoke(tmp_path):
+    split = images.digit_images(16, seed=0)
+    assert split.x_train.shape[1:] == (3, 16, 16) and split.y_train.shape[1] == 2
+    config = TrainConfig(
+        MODEL,
+        "digit_images",
+        sizes=dict(TINY),
+        epochs=1,
+        batch=32,
+        backend="reference",
+        dtype="float64",
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
+    _, last = run(config)
+    assert np.isfinite(last["val_loss"]) and last["val_acc"] > 0.5
