@@ -21,6 +21,8 @@ DOCS = ROOT / "docs" / "models"
 
 # Small sizes for the usual size names; a size not listed keeps its default (L = 2) or gets 2.
 SMALL = {"I": 3, "H": 3, "O": 2}
+# spatial_rnn_sex: a 32x64 image (non-square), two channels and two units everywhere
+SMALL.update({"HI": 32, "WI": 64, "C1": 2, "C2": 2, "C3": 2, "C4": 2, "H1": 2, "H2": 2})
 
 
 def small_sizes(path: Path) -> dict[str, int]:

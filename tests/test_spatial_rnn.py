@@ -35,7 +35,7 @@ def test_small_non_square_model_passes_the_gradient_check():
 
 
 def test_gru_cell_can_replace_the_tanh_cell():
-    text = MODEL.read_text().replace("s1 = renet(c4, H1)", "s1 = renet(c4, H1, cell = gru)")
+    text = MODEL.read_text().replace("s1 = renet(c4, H1)", "s1 = renet(c4, H1, cell = gru_cell)")
     model = gr.loads(text, **SMALL)
     assert "s1.vert.fw.Uz" in model.params and "s2.vert.fw.Uz" not in model.params
     img = np.random.default_rng(0).normal(size=(2, 3, 32, 64))

@@ -267,6 +267,10 @@ def actual_context(op: str, inputs: list[Context], attrs) -> Context | None:
     if op == "reduce_to":
         target = attrs["context"]
         return Context(inputs[0].axes & target.axes, inputs[0].batched and target.batched)
+    if op == "patches":  # grid ops (ir/ops/grid.py) add or remove their two axes
+        return Context(inputs[0].axes | set(attrs["axes"]), inputs[0].batched)
+    if op == "grid":
+        return Context(inputs[0].axes - set(attrs["axes"]), inputs[0].batched)
     if OPS[op].context is not None:
         return None
     return union_context(inputs)  # NumPy broadcasting of the operands' leading axes

@@ -15,7 +15,15 @@ import graphrnn as gr
 from graphrnn.check import random_data
 from graphrnn.dsl import parse_file
 
-MODELS = sorted(Path(__file__).resolve().parents[2].glob("models/*.grnn"))
+# The SpatialRNN classifier is compared on its ReNet block in tests/test_spatial_rnn.py: the
+# whole network lowers to one function of ~2,600 lines that Numba takes over ten minutes to
+# compile (the backend's known limit, stated in docs/architecture.md).
+WHOLE_NETWORK_TOO_LARGE = {"spatial_rnn_sex"}
+MODELS = sorted(
+    p
+    for p in Path(__file__).resolve().parents[2].glob("models/*.grnn")
+    if p.stem not in WHOLE_NETWORK_TOO_LARGE
+)
 SMALL = {"I": 3, "H": 4, "O": 3, "L": 2}
 
 

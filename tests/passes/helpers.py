@@ -43,6 +43,8 @@ KNOWN = [
     "stacked_rnn",
 ]
 SMALL = {"I": 3, "H": 4, "O": 2, "L": 2}
+# spatial_rnn_sex: a 32x64 image (non-square), two channels and two units everywhere
+SMALL.update({"HI": 32, "WI": 64, "C1": 2, "C2": 2, "C3": 2, "C4": 2, "H1": 2, "H2": 2})
 
 
 def small_sizes(path: Path) -> dict[str, int]:
@@ -135,7 +137,8 @@ def ops(graph: Graph, op: str) -> list:
 
 # ---- graphs built by hand ------------------------------------------------------------------
 def env_for(graph: Graph, steps: int = 3, batch: int = 2) -> EvalEnv:
-    return EvalEnv(graph.axes, {a: steps for a in graph.axes}, batch, np.dtype(np.float64))
+    sizes = {a: graph.axis_sizes.get(a, steps) for a in graph.axes}  # static axes keep theirs
+    return EvalEnv(graph.axes, sizes, batch, np.dtype(np.float64))
 
 
 def random_leaves(graph: Graph, env: EvalEnv, seed: int = 0) -> dict[int, np.ndarray]:
