@@ -11,4 +11,4 @@ ruff check .
 export GRAPHRNN_CACHE_DIR="${GRAPHRNN_CACHE_DIR:-$PWD/.cache/graphrnn}"
 # The tests check values, not speed: LLVM's cheapest optimisation level cuts compile time.
 export NUMBA_OPT="${NUMBA_OPT:-0}"
-python -m pytest -q -p no:cacheprovider
+python -m pytest -p no:cacheprovider
