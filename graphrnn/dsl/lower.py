@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from graphrnn.dsl import ast
-from graphrnn.dsl.builtins import CONSTANT_FUNCTIONS, OP_FUNCTIONS, Builtin, is_builtin
+from graphrnn.dsl.builtins import Builtin, is_builtin
 from graphrnn.errors import CausalityError, DSLError, GraphRNNError, Loc, ShapeError
 from graphrnn.initializers import INITIALIZERS
 from graphrnn.ir.graph import Graph, resolve_aliases
@@ -445,4 +445,4 @@ def _positive(value, what: str, loc: Loc | None) -> int:
     return value
 
 
-__all__ = ["lower_model", "Lowerer", "Axis", "Frame", "Scope", "OP_FUNCTIONS", "CONSTANT_FUNCTIONS"]
+__all__ = ["lower_model", "Lowerer", "Axis", "Frame", "Scope"]
