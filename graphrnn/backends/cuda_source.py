@@ -39,9 +39,9 @@ import ast
 import functools
 import math
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 
+from graphrnn.backends.loopgen import consumers, fusion_units, gemm_gradients, slice_views
 from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import STATIC, Node
 from graphrnn.ir.registry import OPS
@@ -434,51 +434,17 @@ class CudaGen:
         self.leaves = leaves
         self.size_args = tuple(f"S_{a}" for a in axes) + ("B",)
         self.fixed: dict[str, str] = {}
-        self.users: dict[int, list[Node]] = defaultdict(list)
-        for item in items:
-            for node in _nodes(item):
-                for i in node.inputs:
-                    self.users[i.id].append(node)
+        self.users = consumers(items)
         self.root_ids = {r.id for r in roots}
         self.number: dict[int, int] = {}
         for node in list(leaves) + [n for item in items for n in _nodes(item)]:
             self.number.setdefault(node.id, len(self.number))
         self.names = {i: f"v{k}" for i, k in self.number.items()}
-        self.virtual = self._gemm_gradients()
-        self.views = self._slice_views()
+        self.virtual = gemm_gradients(items, self.users, self.root_ids)
+        self.views = slice_views(items, self.users, self.root_ids, _VIEW_USERS)
         self.kernels: dict[str, str] = {}
         self.buffers: dict[int, tuple[Dim, ...]] = {}
         self.steps: list[Step] = []
-
-    def _gemm_gradients(self) -> set[int]:
-        """Outer products only summed into a parameter's gradient (as loopgen decides):
-        the sum becomes one GEMM and the outer product is never formed."""
-        virtual = set()
-        for item in self.items:
-            if not isinstance(item, Bulk):
-                continue
-            n = item.node
-            if n.op != "reduce_to" or n.inputs[0].op != "outer" or n.context != STATIC:
-                continue
-            outer = n.inputs[0]
-            a, b = outer.inputs
-            single_use = [u.id for u in self.users[outer.id]] == [n.id]
-            aligned = a.context == b.context == outer.context and outer.batched
-            if single_use and aligned and outer.id not in self.root_ids:
-                virtual.add(outer.id)
-        return virtual
-
-    def _slice_views(self) -> set[int]:
-        """Slices that are not computed: every user reads them element by element."""
-        views = set()
-        for item in self.items:
-            for n in _nodes(item):
-                if n.op != "slice" or n.id in self.root_ids:
-                    continue
-                users = self.users[n.id]
-                if all(OPS[u.op].elementwise or u.op in _VIEW_USERS for u in users):
-                    views.add(n.id)
-        return views
 
     # ---- helpers shared with the op templates
     def axis_var(self, axis: str) -> str:
@@ -562,29 +528,11 @@ class CudaGen:
         self.current = self.steps
 
     def _emit_nodes(self, nodes: list[Node]) -> None:
-        for unit in self._units(nodes):
+        for unit in fusion_units(nodes, self.virtual | self.views):
             if OPS[unit[0].op].elementwise:
                 self._elementwise_group(unit)
             else:
                 self._node(unit[0])
-
-    def _units(self, nodes: list[Node]) -> list[list[Node]]:
-        units: list[list[Node]] = []
-        for node in nodes:
-            if node.op in ("input", "param") or node.id in self.virtual or node.id in self.views:
-                continue
-            if units and self._fusable(node, units[-1]):
-                units[-1].append(node)
-            else:
-                units.append([node])
-        return units
-
-    @staticmethod
-    def _fusable(node: Node, group: list[Node]) -> bool:
-        head = group[0]
-        if not (OPS[node.op].elementwise and OPS[head.op].elementwise):
-            return False
-        return node.context == head.context and node.shape == head.shape
 
     def _elementwise_group(self, group: list[Node]) -> None:
         head = group[0]

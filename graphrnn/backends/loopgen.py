@@ -18,7 +18,6 @@ from graphrnn.ir.registry import OPS
 from graphrnn.schedule import Bulk, Loop
 
 BLAS_MIN_STEP = 1 << 16  # batch * rows * cols above which a per-step product uses BLAS
-BLAS_MIN = 64 * 64
 _VIEW_USERS = {
     "slice",
     "concat",
@@ -50,48 +49,16 @@ class LoopGen:
         self.lines: list[str] = []
         self.depth = 1
         self.fixed: dict[str, str] = {}
-        self.users: dict[int, list[Node]] = defaultdict(list)
+        self.users = consumers(items)
         self.allocated: set[int] = set()
         self.temps: dict[int, str] = {}
         self.shared = None
-        for item in items:
-            for node in _nodes(item):
-                for i in node.inputs:
-                    self.users[i.id].append(node)
         self.root_ids = {r.id for r in roots}
         self.number: dict[int, int] = {}
         for node in list(leaves) + [n for item in items for n in _nodes(item)]:
             self.number.setdefault(node.id, len(self.number))
-        self.virtual = self._gemm_gradients()
-        self.views = self._slice_views()
-
-    def _slice_views(self) -> set[int]:
-        """Slices read in place through shifted indices instead of being copied, where every
-        user indexes element by element (not a library call on the whole buffer)."""
-        views = set()
-        for item in self.items:
-            for n in _nodes(item):
-                if n.op != "slice" or n.id in self.root_ids:
-                    continue
-                users = self.users[n.id]
-                if all(OPS[u.op].elementwise or u.op in _VIEW_USERS for u in users):
-                    views.add(n.id)
-        return views
-
-    def _gemm_gradients(self) -> set[int]:
-        """Outer products only summed into a parameter's gradient: lowered as one GEMM."""
-        virtual = set()
-        for item in self.items:
-            for n in _nodes(item):
-                if n.op != "reduce_to" or n.inputs[0].op != "outer" or n.context != STATIC:
-                    continue
-                outer = n.inputs[0]
-                a, b = outer.inputs
-                single_use = [u.id for u in self.users[outer.id]] == [n.id]
-                aligned = a.context == b.context == outer.context and outer.batched
-                if single_use and aligned and outer.id not in self.root_ids:
-                    virtual.add(outer.id)
-        return virtual
+        self.virtual = gemm_gradients(items, self.users, self.root_ids)
+        self.views = slice_views(items, self.users, self.root_ids, _VIEW_USERS)
 
     # ---- emission helpers ------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -221,7 +188,7 @@ class LoopGen:
         with the same leading loops (steps, batch) sharing one set of those loops."""
         run: list[list[Node]] = []
         signature = None
-        for unit in self._units(nodes):
+        for unit in fusion_units(nodes, self.virtual | self.views):
             sig = self._shared_signature(unit)
             if sig is not None and sig == signature:
                 run.append(unit)
@@ -229,23 +196,6 @@ class LoopGen:
             self._emit_run(run, signature)
             run, signature = [unit], sig
         self._emit_run(run, signature)
-
-    def _units(self, nodes: list[Node]) -> list[list[Node]]:
-        units: list[list[Node]] = []
-        for node in nodes:
-            if node.op in ("input", "param") or node.id in self.virtual or node.id in self.views:
-                continue
-            if units and self._fusable(node, units[-1]):
-                units[-1].append(node)
-            else:
-                units.append([node])
-        return units
-
-    def _fusable(self, node: Node, group: list[Node]) -> bool:
-        head = group[0]
-        if not (OPS[node.op].elementwise and OPS[head.op].elementwise):
-            return False
-        return node.context == head.context and node.shape == head.shape
 
     def _shared_signature(self, unit: list[Node]):
         """The leading loops a unit may share with its neighbours, or None if it may not
@@ -333,18 +283,9 @@ class LoopGen:
 
 def lowerings() -> dict:
     """`lower_<op>` functions of the template modules, by op name."""
-    from graphrnn.backends import loopgen_ops
+    from graphrnn.backends import loopgen_conv, loopgen_grid, loopgen_ops
 
-    modules = [loopgen_ops]
-    try:
-        from graphrnn.backends import loopgen_conv
-
-        modules.append(loopgen_conv)
-    except ImportError:
-        pass
-    from graphrnn.backends import loopgen_grid
-
-    modules.append(loopgen_grid)
+    modules = [loopgen_ops, loopgen_conv, loopgen_grid]
     return {
         name[len("lower_") :]: getattr(m, name)
         for m in modules
@@ -355,6 +296,67 @@ def lowerings() -> dict:
 
 def _nodes(item) -> list[Node]:
     return [item.node] if isinstance(item, Bulk) else item.nodes
+
+
+def consumers(items) -> dict[int, list[Node]]:
+    """For every node id, the scheduled nodes that read it."""
+    users: dict[int, list[Node]] = defaultdict(list)
+    for item in items:
+        for node in _nodes(item):
+            for i in node.inputs:
+                users[i.id].append(node)
+    return users
+
+
+def gemm_gradients(items, users, root_ids: set[int]) -> set[int]:
+    """Outer products only summed into a parameter's gradient: the sum is lowered as one GEMM
+    and the outer product itself is never formed. Every compiled backend decides this alike."""
+    virtual = set()
+    for item in items:
+        for n in _nodes(item):
+            if n.op != "reduce_to" or n.inputs[0].op != "outer" or n.context != STATIC:
+                continue
+            outer = n.inputs[0]
+            a, b = outer.inputs
+            single_use = [u.id for u in users[outer.id]] == [n.id]
+            aligned = a.context == b.context == outer.context and outer.batched
+            if single_use and aligned and outer.id not in root_ids:
+                virtual.add(outer.id)
+    return virtual
+
+
+def slice_views(items, users, root_ids: set[int], view_users) -> set[int]:
+    """Slices read in place through shifted indices instead of being copied: those whose
+    every user is elementwise or an op in `view_users` (templates that index element by
+    element, not library calls on the whole buffer)."""
+    views = set()
+    for item in items:
+        for n in _nodes(item):
+            if n.op != "slice" or n.id in root_ids:
+                continue
+            if all(OPS[u.op].elementwise or u.op in view_users for u in users[n.id]):
+                views.add(n.id)
+    return views
+
+
+def fusion_units(nodes: list[Node], skip: set[int]) -> list[list[Node]]:
+    """Consecutive elementwise nodes of one context and shape, grouped to become one fused
+    nest (or kernel); every other node is a unit of its own. Leaves and `skip` are dropped."""
+    units: list[list[Node]] = []
+    for node in nodes:
+        if node.op in ("input", "param") or node.id in skip:
+            continue
+        if units and _fusable(node, units[-1][0]):
+            units[-1].append(node)
+        else:
+            units.append([node])
+    return units
+
+
+def _fusable(node: Node, head: Node) -> bool:
+    if not (OPS[node.op].elementwise and OPS[head.op].elementwise):
+        return False
+    return node.context == head.context and node.shape == head.shape
 
 
 def is_static_matrix(node: Node) -> bool:
