@@ -1,5 +1,6 @@
 """models/spatial_rnn_sex.grnn: it loads at full size, its gradients match finite differences
-at a small size, and the Numba backend agrees with the reference on its SpatialRNN block."""
+at a small size, and the Numba backend agrees with the reference on its SpatialRNN block and
+on the whole network."""
 
 from __future__ import annotations
 
@@ -64,3 +65,15 @@ def test_numba_matches_reference_on_the_spatial_rnn_block():
     assert np.isclose(ref[0], got[0], rtol=1e-12)
     for name, g in ref[1].items():
         np.testing.assert_allclose(got[1][name], g, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_numba_matches_reference_on_the_whole_classifier():
+    """The whole network (conv layers, both ReNet blocks, batch norms) compiles as stages."""
+    model = gr.load(MODEL, **SMALL)
+    rng = np.random.default_rng(2)
+    img, y = 40 * rng.normal(size=(2, 3, 32, 64)), np.eye(2)[[1, 0]]
+    ref = model.compile("reference", "float64").loss_and_grad(model.params, {"img": img}, {"y": y})
+    got = model.compile("numba", "float64").loss_and_grad(model.params, {"img": img}, {"y": y})
+    assert np.isclose(ref[0], got[0], rtol=1e-12)
+    for name, g in ref[1].items():
+        np.testing.assert_allclose(got[1][name], g, rtol=1e-8, atol=1e-12, err_msg=name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 from graphrnn.ir.node import STATIC, Node
 from graphrnn.ir.registry import OPS
@@ -36,6 +37,19 @@ _VIEW_USERS = {
 _LOCALS = re.compile(r"\b(acc|mx|se|lse|src|d)\b")
 
 
+@dataclass
+class Program:
+    """A lowered graph: the leaves' buffer names in argument order, the lines that read the
+    axis lengths and batch size, the body with its cut points (see stages.py), and the
+    buffers returned."""
+
+    args: list[str]
+    sizes: list[str]
+    body: list[str]
+    cuts: list[int]
+    results: list[str]
+
+
 class LoopGen:
     def __init__(
         self, axes: tuple[str, ...], dtype: str, roots: list[Node], items, leaves, axis_sizes=None
@@ -47,6 +61,7 @@ class LoopGen:
         self.items = items
         self.leaves = leaves
         self.lines: list[str] = []
+        self.cuts: list[int] = []
         self.depth = 1
         self.fixed: dict[str, str] = {}
         self.users = consumers(items)
@@ -89,6 +104,11 @@ class LoopGen:
         self.allocated.add(node.id)
         fn = "np.zeros" if zero else "np.empty"
         self.emit(f"{self.buf(node)} = {fn}({self.alloc_shape(node)}, dtype=DT)")
+
+    def cut(self) -> None:
+        """Mark a point where the program may be split into stages (between top-level nests)."""
+        if self.depth == 1:
+            self.cuts.append(len(self.lines))
 
     def axis_var(self, axis: str) -> str:
         return self.fixed.get(axis, f"i_{axis}")
@@ -137,15 +157,17 @@ class LoopGen:
         return node.id in self.root_ids or any(u.id not in group_ids for u in self.users[node.id])
 
     # ---- the program -----------------------------------------------------------------
-    def generate(self, name: str = "kernel") -> str:
-        args = ", ".join(self.buf(leaf) for leaf in self.leaves)
-        self.lines.append(f"def {name}({args}):")
+    def generate(self) -> Program:
         self._sizes()
-        self._allocate_loop_buffers()
+        sizes, self.lines = self.lines, []
         self._emit_items(self.items)
-        outs = ", ".join(self.buf(r) for r in self.roots)
-        self.emit(f"return ({outs},)")
-        return "\n".join(self.lines) + "\n"
+        return Program(
+            [self.buf(leaf) for leaf in self.leaves],
+            sizes,
+            self.lines,
+            self.cuts,
+            [self.buf(r) for r in self.roots],
+        )
 
     def _sizes(self) -> None:
         for axis in self.axes:
@@ -157,12 +179,6 @@ class LoopGen:
         batched = next((n for n in self.leaves if n.batched), None)
         self.emit(f"B = {self.buf(batched)}.shape[{len(self.axes)}]" if batched else "B = 1")
 
-    def _allocate_loop_buffers(self) -> None:
-        for item in self.items:
-            if isinstance(item, Loop):
-                for node in item.nodes:
-                    self.alloc(node)
-
     def _emit_items(self, items) -> None:
         bulk: list[Node] = []
         for item in items:
@@ -172,9 +188,12 @@ class LoopGen:
             self._emit_nodes(bulk)
             bulk = []
             self._loop(item)
+            self.cut()
         self._emit_nodes(bulk)
 
     def _loop(self, loop: Loop) -> None:
+        for node in loop.nodes:
+            self.alloc(node)
         axis = loop.axis
         steps = f"range(S_{axis})" if loop.forward else f"range(S_{axis} - 1, -1, -1)"
         self.open(f"for t_{axis} in {steps}:")
@@ -194,8 +213,10 @@ class LoopGen:
                 run.append(unit)
                 continue
             self._emit_run(run, signature)
+            self.cut()
             run, signature = [unit], sig
         self._emit_run(run, signature)
+        self.cut()
 
     def _shared_signature(self, unit: list[Node]):
         """The leading loops a unit may share with its neighbours, or None if it may not

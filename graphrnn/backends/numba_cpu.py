@@ -1,24 +1,30 @@
-"""The Numba CPU backend: each graph (forward, or forward + loss + BPTT) becomes one function
-of explicit loops (see loopgen.py), compiled with numba.njit and cached on disk.
+"""The Numba CPU backend: each graph (forward, or forward + loss + BPTT) becomes explicit loop
+nests (loopgen.py) cut into stage functions (stages.py), each compiled with numba.njit and cached
+on disk, called in order by a plain Python driver.
 
-The cache key is a hash of the generated source, the dtype and the library versions; the
-source is written to GRAPHRNN_CACHE_DIR (default ~/.cache/graphrnn) and imported from there,
-so Numba's own on-disk cache makes a second process skip compilation.
+A stage's module file is named by a hash of its text, which names the graphrnn and Numba
+versions, the optimisation level and the dtype; the files live in GRAPHRNN_CACHE_DIR (default
+~/.cache/graphrnn) and Numba's own on-disk cache beside them lets a second process skip
+compilation.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from graphrnn.backends.loopgen import LoopGen
+from graphrnn.backends.stages import Stage, pack, split
 from graphrnn.compiled import Compiled
 from graphrnn.ir.graph import Graph
+from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.schedule import schedule
 
@@ -29,35 +35,8 @@ from numba import njit
 
 DT = np.{dtype}
 ZERO = DT(0.0)
-{tanh_def}
-
-@njit(cache=True, fastmath={{"reassoc", "contract", "nsz"}})
 """
-
-
-# float32 only: libm's tanh is a scalar call LLVM cannot vectorise; this rational form (a
-# [13/6] minimax fit on [-7.9053, 7.9053], clamped outside) can be, and stays within 4e-7 of
-# tanh, below float32's resolution of values near 1. float64 keeps libm's exact tanh.
-FAST_TANH = """
-
-@njit(cache=True, fastmath=True)
-def tanh(x):
-    x = min(max(x, -7.90531110763549805), 7.90531110763549805)
-    x2 = x * x
-    p = -2.76076847742355e-16
-    p = p * x2 + 2.00018790482477e-13
-    p = p * x2 - 8.60467152213735e-11
-    p = p * x2 + 5.12229709037114e-08
-    p = p * x2 + 1.48572235717979e-05
-    p = p * x2 + 6.37261928875436e-04
-    p = p * x2 + 4.89352455891786e-03
-    q = 1.19825839466702e-06
-    q = q * x2 + 1.18534705686654e-04
-    q = q * x2 + 2.26843463243900e-03
-    q = q * x2 + 4.89352518554385e-03
-    return x * p / q
-
-"""
+DECORATOR = '@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})'
 
 
 def cache_dir() -> Path:
@@ -66,8 +45,36 @@ def cache_dir() -> Path:
     return path
 
 
-def generate_source(graph: Graph, dtype: str) -> tuple[str, list, list]:
-    """Python source of the kernel, its leaf arguments in order, and the nodes it returns."""
+@dataclass
+class Kernel:
+    """A lowered graph: stage functions, the driver that calls them, and the leaves it takes
+    and nodes it returns, in order."""
+
+    header: str
+    stages: list[Stage]
+    driver: str
+    leaves: list[Node]
+    roots: list[Node]
+
+    def stage_module(self, stage: Stage) -> str:
+        return f"{self.header}\n\n{DECORATOR}\n{stage.source}"
+
+    def source(self) -> str:
+        """The whole program as one readable text (what `graphrnn compile --emit numba`
+        prints): the stages, each named as the driver calls it, then the driver."""
+        parts = [self.header]
+        for stage in self.stages:
+            named = stage.source.replace("def stage(", f"def {_name(stage)}(", 1)
+            parts.append(f"\n{DECORATOR}\n{named}")
+        parts.append(f"\n{self.driver}")
+        return "\n".join(parts)
+
+
+def _name(stage: Stage) -> str:
+    return f"stage_{stage.digest[:10]}"
+
+
+def lower(graph: Graph, dtype: str) -> Kernel:
     import numba
 
     import graphrnn
@@ -76,33 +83,61 @@ def generate_source(graph: Graph, dtype: str) -> tuple[str, list, list]:
     items = schedule(roots)
     used = {n.id for item in items for n in (item.nodes if hasattr(item, "nodes") else [item.node])}
     leaves = [n for n in graph.leaves.values() if n.id in used]
-    body = LoopGen(graph.axes, dtype, roots, items, leaves, graph.axis_sizes).generate()
+    program = LoopGen(graph.axes, dtype, roots, items, leaves, graph.axis_sizes).generate()
+    stages = split(pack(program.body, program.cuts), program.results)
     header = HEADER.format(
         version=graphrnn.__version__,
         numba=numba.__version__,
         opt=numba.config.OPT,
         dtype=dtype,
         tanh_import="" if dtype == "float32" else ", tanh",
-        tanh_def=FAST_TANH if dtype == "float32" else "",
     )
-    return header + body, leaves, roots
+    if dtype == "float32":
+        header += "from graphrnn.backends.fast_tanh import tanh\n"
+    return Kernel(header, stages, _driver(program, stages), leaves, roots)
 
 
-def _load_kernel(source: str):
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    path = cache_dir() / f"kernel_{digest}.py"
+def _driver(program, stages: list[Stage]) -> str:
+    lines = [f"def kernel({', '.join(program.args)}):", *program.sizes]
+    for stage in stages:
+        call = f"{_name(stage)}({', '.join(stage.args)})"
+        bound = "".join(f"{r}, " for r in stage.returns)
+        lines.append(f"    {bound}= {call}" if bound else f"    {call}")
+    lines.append(f"    return ({''.join(r + ', ' for r in program.results)})")
+    return "\n".join(lines) + "\n"
+
+
+def generate_source(graph: Graph, dtype: str) -> tuple[str, list, list]:
+    """Readable source of the kernel, its leaf arguments in order, and the nodes it returns."""
+    kernel = lower(graph, dtype)
+    return kernel.source(), kernel.leaves, kernel.roots
+
+
+def _load_module(text: str, prefix: str):
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    name = f"graphrnn_{prefix}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = cache_dir() / f"{prefix}_{digest}.py"
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
+        tmp.write_text(text)
         os.replace(tmp, path)
-    name = f"graphrnn_kernel_{digest}"
-    if name in sys.modules:
-        return sys.modules[name].kernel
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sys.modules[name] = module
-    return module.kernel
+    return module
+
+
+def load(kernel: Kernel):
+    """The driver function, with every stage imported from its cached module."""
+    namespace = {
+        _name(stage): _load_module(kernel.stage_module(stage), "stage").stage
+        for stage in kernel.stages
+    }
+    exec(builtins.compile(kernel.driver, "<graphrnn driver>", "exec"), namespace)
+    return namespace["kernel"]
 
 
 class NumbaExecutor:
@@ -113,15 +148,15 @@ class NumbaExecutor:
         self.kernels: dict[int, tuple] = {}
 
     def source(self, graph: Graph) -> str:
-        return generate_source(graph, self.dtype)[0]
+        return lower(graph, self.dtype).source()
 
     def __call__(self, graph: Graph, env: EvalEnv, leaves: dict[int, np.ndarray]):
         if id(graph) not in self.kernels:
-            source, leaf_nodes, roots = generate_source(graph, self.dtype)
-            self.kernels[id(graph)] = (_load_kernel(source), leaf_nodes, roots)
-        kernel, leaf_nodes, roots = self.kernels[id(graph)]
+            kernel = lower(graph, self.dtype)
+            self.kernels[id(graph)] = (load(kernel), kernel.leaves, kernel.roots)
+        run, leaf_nodes, roots = self.kernels[id(graph)]
         args = [np.ascontiguousarray(leaves[n.id], dtype=self.dtype) for n in leaf_nodes]
-        outputs = kernel(*args)
+        outputs = run(*args)
         return {r.id: out for r, out in zip(roots, outputs)}
 
 
