@@ -34,20 +34,22 @@ _VIEW_USERS = {
     "reduce_axis",
     "delay",
 }
+_FLOAT = re.compile(r"(?<![\w.])(?:\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+)(?![\w.])")
 _LOCALS = re.compile(r"\b(acc|mx|se|lse|src|d)\b")
 
 
 @dataclass
 class Program:
     """A lowered graph: the leaves' buffer names in argument order, the lines that read the
-    axis lengths and batch size, the body with its cut points (see stages.py), and the
-    buffers returned."""
+    axis lengths and batch size, the body with its cut points (see stages.py), the buffers
+    returned, and the typed constants the body names (name -> literal)."""
 
     args: list[str]
     sizes: list[str]
     body: list[str]
     cuts: list[int]
     results: list[str]
+    constants: dict[str, str]
 
 
 class LoopGen:
@@ -62,6 +64,7 @@ class LoopGen:
         self.leaves = leaves
         self.lines: list[str] = []
         self.cuts: list[int] = []
+        self.constants: dict[str, str] = {}
         self.depth = 1
         self.fixed: dict[str, str] = {}
         self.users = consumers(items)
@@ -104,6 +107,20 @@ class LoopGen:
         self.allocated.add(node.id)
         fn = "np.zeros" if zero else "np.empty"
         self.emit(f"{self.buf(node)} = {fn}({self.alloc_shape(node)}, dtype=DT)")
+
+    def typed(self, formula: str) -> str:
+        """In float32 kernels, name the formula's float literals as float32 constants: Numba
+        types a bare literal as float64, which would turn the whole expression into float64
+        arithmetic (half the vector width) and convert back on every store."""
+        if self.dtype != "float32":
+            return formula
+
+        def constant(m: re.Match) -> str:
+            name = "C_" + m.group(0).replace(".", "p").replace("-", "m").replace("+", "")
+            self.constants[name] = m.group(0)
+            return name
+
+        return _FLOAT.sub(constant, formula)
 
     def cut(self) -> None:
         """Mark a point where the program may be split into stages (between top-level nests)."""
@@ -167,6 +184,7 @@ class LoopGen:
             self.lines,
             self.cuts,
             [self.buf(r) for r in self.roots],
+            self.constants,
         )
 
     def _sizes(self) -> None:
@@ -277,7 +295,7 @@ class LoopGen:
         for n in group:
             operands = [self.value(i, elems) for i in n.inputs]
             tmp = f"s{self.number[n.id]}"
-            self.emit(f"{tmp} = {OPS[n.op].scalar.format(*operands)}")
+            self.emit(f"{tmp} = {self.typed(OPS[n.op].scalar.format(*operands))}")
             self.temps[n.id] = tmp
         for n in stored:
             self.emit(f"{self.ref(n, elems)} = {self.temps[n.id]}")

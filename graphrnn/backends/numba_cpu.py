@@ -14,6 +14,7 @@ import builtins
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,18 +52,26 @@ class Kernel:
     and nodes it returns, in order."""
 
     header: str
+    constants: dict[str, str]
     stages: list[Stage]
     driver: str
     leaves: list[Node]
     roots: list[Node]
 
     def stage_module(self, stage: Stage) -> str:
-        return f"{self.header}\n\n{DECORATOR}\n{stage.source}"
+        return f"{self.header}{self._constants(stage.source)}\n\n{DECORATOR}\n{stage.source}"
+
+    def _constants(self, text: str) -> str:
+        return "".join(
+            f"{name} = DT({literal})\n"
+            for name, literal in sorted(self.constants.items())
+            if re.search(rf"\b{name}\b", text)
+        )
 
     def source(self) -> str:
         """The whole program as one readable text (what `graphrnn compile --emit numba`
         prints): the stages, each named as the driver calls it, then the driver."""
-        parts = [self.header]
+        parts = [self.header + self._constants("".join(s.source for s in self.stages))]
         for stage in self.stages:
             named = stage.source.replace("def stage(", f"def {_name(stage)}(", 1)
             parts.append(f"\n{DECORATOR}\n{named}")
@@ -94,7 +103,7 @@ def lower(graph: Graph, dtype: str) -> Kernel:
     )
     if dtype == "float32":
         header += "from graphrnn.backends.fast_tanh import tanh\n"
-    return Kernel(header, stages, _driver(program, stages), leaves, roots)
+    return Kernel(header, program.constants, stages, _driver(program, stages), leaves, roots)
 
 
 def _driver(program, stages: list[Stage]) -> str:
