@@ -18,6 +18,7 @@ from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.layout import check_array, from_aligned, to_aligned
 from graphrnn.passes.pipeline import check_disable, optimize
+from graphrnn.running_stats import STAT_PREFIX, BatchStats, pooled, stat_outputs
 
 Executor = Callable[[Graph, EvalEnv, dict[int, np.ndarray]], dict[int, np.ndarray]]
 
@@ -54,7 +55,9 @@ class Compiled:
     def adjoint(self) -> Graph:
         if self._adjoint is None:
             wrt = list(self.graph.params) + (list(self.graph.inputs) if self.input_grads else [])
+            wrt = [n for n in wrt if n not in self.graph.state_names]  # running statistics
             self._adjoint = grad(self.graph, wrt)
+            self._adjoint.outputs.update(stat_outputs(self.graph))
         return self._adjoint
 
     def prepared(self, graph: Graph) -> Graph:
@@ -77,9 +80,9 @@ class Compiled:
         values = self._evaluate(graph, params, inputs, None)
         return {name: self._out(values, node) for name, node in graph.outputs.items()}
 
-    def loss_and_grad(
-        self, params: Mapping, inputs: Mapping, targets: Mapping
-    ) -> tuple[float, dict[str, np.ndarray]]:
+    def loss_and_grad(self, params: Mapping, inputs: Mapping, targets: Mapping, batch_stats=False):
+        """`(loss, grads)`; with `batch_stats=True`, `(loss, grads, stats)` where stats maps
+        each batch norm to the BatchStats of this batch (running_stats.update_state)."""
         g = self.prepared(self.adjoint)
         values = self._evaluate(g, params, inputs, targets)
         loss = float(values[g.outputs["loss"].id].reshape(()))
@@ -89,7 +92,18 @@ class Compiled:
                 name = key[5:]
                 leaf = g.params.get(name) or g.inputs[name]
                 grads[name] = self._out(values, node, like=leaf)
+        if batch_stats:
+            return loss, grads, self._batch_stats(g, values)
         return loss, grads
+
+    def _batch_stats(self, g: Graph, values) -> dict[str, BatchStats]:
+        stats = {}
+        for name, bn in self.graph.batchnorms.items():
+            key = f"{STAT_PREFIX}{name}"
+            if f"{key}.mean" in g.outputs:
+                mean, var = (values[g.outputs[f"{key}.{s}"].id] for s in ("mean", "var"))
+                stats[name] = pooled(bn, mean, var, self._env.sizes, self._env.batch)
+        return stats
 
     def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
         return self.loss_and_grad(params, inputs, targets)[0]
@@ -119,6 +133,11 @@ class Compiled:
         for array, node in checked.values():
             leaves[node.id] = to_aligned(array.astype(self.dtype, copy=False), node, graph.axes)
         for name, node in graph.params.items():
+            if name not in params and name in self.graph.state_names:
+                raise DataError(
+                    f"missing running statistic '{name}': an evaluation-mode model takes the "
+                    "batch norms' running statistics with the parameters, {**params, **state}"
+                )
             if name not in params:
                 raise DataError(f"missing parameter '{name}'")
             array = np.asarray(params[name], dtype=self.dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,11 @@ import numpy as np
 from graphrnn.autodiff import grad
 from graphrnn.compiled import Compiled
 from graphrnn.dsl import parse, parse_file
-from graphrnn.dsl.lower import lower_model
+from graphrnn.dsl.lower import MODES, lower_model
 from graphrnn.errors import GraphRNNError
 from graphrnn.initializers import initialize
 from graphrnn.ir.graph import Graph
+from graphrnn.running_stats import initial_state
 from graphrnn.schedule import schedule
 from graphrnn.unroll import unroll
 
@@ -20,15 +23,29 @@ BACKENDS = ("reference", "numba", "cupy")
 
 
 class Model:
-    """A model file lowered for given sizes: `graph`, initial `params`, `compile`, `unroll`."""
+    """A model file lowered for given sizes: `graph`, initial `params`, `compile`, `unroll`.
 
-    def __init__(self, graph: Graph, sizes: dict[str, int], seed: int, path: str | None = None):
+    `state` holds the batch norms' running statistics (mean 0, variance 1 to start; empty
+    without batch norm): not trained, but passed with the parameters to the evaluation graph
+    (`eval_graph`, `compile(..., mode="eval")`). `lower(mode)` lowers the model file again."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        sizes: dict[str, int],
+        seed: int,
+        path: str | None = None,
+        lower: Callable[[str], Graph] | None = None,
+    ):
         self.graph = graph
         self.sizes = dict(sizes)
         self.seed = seed
         self.path = path
         schedule(graph.roots())
         self.params = self.init_params(seed)
+        self.state = initial_state(graph)
+        self._lower = lower
+        self._eval_graph: Graph | None = None
 
     @property
     def name(self) -> str:
@@ -41,19 +58,24 @@ class Model:
             for name, node in self.graph.params.items()
         }
 
-    def compile(self, backend: str = "reference", dtype: str = "float64", **options) -> Compiled:
-        """Forward and loss_and_grad functions for one backend and dtype."""
+    def compile(
+        self, backend: str = "reference", dtype: str = "float64", mode: str = "train", **options
+    ) -> Compiled:
+        """Forward and loss_and_grad functions for one backend and dtype.
+
+        `mode="eval"` compiles `eval_graph()`: batch norms use the running statistics."""
+        graph = self.graph if mode == "train" else self.eval_graph(mode)
         if dtype not in ("float32", "float64"):
             raise GraphRNNError(f"dtype must be float32 or float64, not {dtype!r}")
         if backend == "reference":
             from graphrnn.backends import reference
 
-            return Compiled(self.graph, dtype, reference.run, backend, **options)
+            return Compiled(graph, dtype, reference.run, backend, **options)
         if backend in BACKENDS:
             from importlib import import_module
 
             module = import_module(f"graphrnn.backends.{_MODULES[backend]}")
-            return module.compile(self.graph, dtype, **options)
+            return module.compile(graph, dtype, **options)
         raise GraphRNNError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
     def unroll(self, tau: int | dict[str, int]) -> Graph:
@@ -67,6 +89,26 @@ class Model:
         """The folded adjoint graph (BPTT as a graph whose recurrences run backwards)."""
         return grad(self.graph)
 
+    def eval_graph(self, mode: str = "eval") -> Graph:
+        """The model lowered for evaluation: each batch norm normalises with its running
+        statistics (leaves `<bn>.running_mean`, `<bn>.running_var` among the graph's params,
+        listed in `graph.state_names`, never differentiated), so every example is computed
+        on its own. The same graph as `graph` when the model has no batch norm."""
+        if mode not in MODES:
+            raise GraphRNNError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if mode == "train" or not self.graph.batchnorms:
+            return self.graph
+        if self._eval_graph is None:
+            if self._lower is None:
+                raise GraphRNNError(
+                    "this Model was built from a graph alone, so it cannot be lowered again "
+                    "for evaluation; make it with gr.load or gr.loads"
+                )
+            graph = self._lower("eval")
+            schedule(graph.roots())
+            self._eval_graph = graph
+        return self._eval_graph
+
 
 _MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
 
@@ -74,7 +116,8 @@ _MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
 def load(path: str | Path, seed: int = 0, model: str | None = None, **sizes: int) -> Model:
     """Parse a model file, bind its sizes, check it, and initialise its parameters."""
     module = parse_file(str(path))
-    return Model(lower_model(module, sizes, model), sizes, seed, str(path))
+    lower = partial(lower_model, module, sizes, model)
+    return Model(lower("train"), sizes, seed, str(path), lower)
 
 
 def loads(
@@ -82,4 +125,5 @@ def loads(
 ) -> Model:
     """`load` from a string, for models written inline (tests, notebooks)."""
     module = parse(text, path)
-    return Model(lower_model(module, sizes, model), sizes, seed, None)
+    lower = partial(lower_model, module, sizes, model)
+    return Model(lower("train"), sizes, seed, None, lower)

@@ -2,7 +2,8 @@
 
 `conv2d(x, w, stride = 1, padding = 2, dilation = 2)`, `maxpool2d(x, 3, stride = 2,
 padding = 1)`, `avgpool2d(x, 2)`, `bias2d(x, b)`, `batchnorm2d(x, gamma, beta, eps = 1e-5)`
-(training mode: batch statistics), `patches(x, ph, pw)` (only as the right side of an
+(batch statistics when the model is lowered for training, running statistics when lowered
+for evaluation), `patches(x, ph, pw)` (only as the right side of an
 equation `p(i, j) = ...`, whose left side names the two new axes) and `grid(v)`. The table of
 parameters is KEYWORD_FUNCTIONS in builtins.py.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 from graphrnn.dsl.builtins import KEYWORD_FUNCTIONS
 from graphrnn.dsl.lower import Frame, _as_node, _describe, _in
 from graphrnn.errors import DSLError, ShapeError
+from graphrnn.ir.graph import BatchNormState
 from graphrnn.ir.node import Node
 from graphrnn.ir.ops import conv, grid
+from graphrnn.ir.ops.leaf import param_node
 from graphrnn.ir.registry import ShapeMismatch
 
 
@@ -94,13 +97,45 @@ def _bias2d(b, expr, frame):
 
 
 def _batchnorm2d(b, expr, frame):
+    """Training mode: batch statistics, recorded in `graph.batchnorms` so that the training
+    loop can keep running averages. Evaluation mode: the running statistics, two leaves
+    named after the batch norm, in `graph.params` but listed in `graph.state_names`."""
     loc = expr.loc
     eps = b["eps"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
         raise DSLError(f"eps must be a positive number, got {eps!r}", loc, _in(frame))
     x = _node(b, "x", frame, loc)
-    bn = conv.batchnorm2d(x, _node(b, "gamma", frame, loc), _node(b, "beta", frame, loc), eps)
+    gamma, beta = _node(b, "gamma", frame, loc), _node(b, "beta", frame, loc)
+    c, h, w = conv._image(x.shape, "the input")
+    lw = frame.scope.lowerer
+    state = BatchNormState(_batchnorm_name(gamma, frame), c, h * w, x.batched)
+    if lw.mode == "eval":
+        rm = param_node(state.mean_name, (c,), ("zeros", ()), loc)
+        rv = param_node(state.var_name, (c,), ("ones", ()), loc)
+        lw.graph.params[rm.name], lw.graph.params[rv.name] = rm, rv
+        bn = conv.batchnorm2d(x, gamma, beta, eps, running_mean=rm, running_var=rv)
+    else:
+        bn = conv.batchnorm2d(x, gamma, beta, eps)
+        state.batch_mean, state.batch_var = bn.mean, bn.var
+    lw.graph.batchnorms[state.name] = state
     return bn.y
+
+
+def _batchnorm_name(gamma: Node, frame: Frame) -> str:
+    """A name for a batch norm's running statistics that is the same at every load: its gamma
+    parameter's scope (`c1.bn` for `c1.bn.gamma`), or its gamma's name when that is not
+    called `gamma`; the value it is assigned to when gamma is not a parameter. A second batch
+    norm with the same name (a shared gamma) gets `#2`, and so on, in lowering order."""
+    if gamma.op == "param":
+        prefix, _, last = gamma.name.rpartition(".")
+        base = prefix if last == "gamma" and prefix else gamma.name
+    else:
+        base = frame.scope.qualified(frame.call_name or frame.equation or "batchnorm2d")
+    graph = frame.scope.lowerer.graph
+    name, k = base, 2
+    while name in graph.batchnorms or f"{name}.running_mean" in graph.params:
+        name, k = f"{base}#{k}", k + 1
+    return name
 
 
 def _patches(b, expr, frame):

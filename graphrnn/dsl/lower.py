@@ -65,14 +65,25 @@ class Scope:
         return f"{self.prefix}.{name}" if self.prefix else name
 
 
-def lower_model(module: ast.Module, sizes: Mapping[str, int], model: str | None = None) -> Graph:
-    """Lower the model named `model` (default: the first in the file) with the given sizes."""
-    return Lowerer(module).lower(sizes, model)
+MODES = ("train", "eval")
+
+
+def lower_model(
+    module: ast.Module, sizes: Mapping[str, int], model: str | None = None, mode: str = "train"
+) -> Graph:
+    """Lower the model named `model` (default: the first in the file) with the given sizes.
+
+    `mode` only changes batch norms: "train" normalises with the batch statistics, "eval"
+    with the running statistics, leaves named after each batch norm (docs/grid_ops.md)."""
+    if mode not in MODES:
+        raise GraphRNNError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return Lowerer(module, mode).lower(sizes, model)
 
 
 class Lowerer:
-    def __init__(self, module: ast.Module):
+    def __init__(self, module: ast.Module, mode: str = "train"):
         self.module = module
+        self.mode = mode
         self.defs = {i.name: i for i in module.items if isinstance(i, ast.FuncDef)}
         self.models = [i for i in module.items if isinstance(i, ast.ModelDef)]
         self.graph: Graph | None = None
@@ -445,4 +456,4 @@ def _positive(value, what: str, loc: Loc | None) -> int:
     return value
 
 
-__all__ = ["lower_model", "Lowerer", "Axis", "Frame", "Scope"]
+__all__ = ["MODES", "lower_model", "Lowerer", "Axis", "Frame", "Scope"]

@@ -2,6 +2,9 @@
 
 A graph is cyclic only through `delay` nodes. The same class holds folded graphs, their
 adjoints and unrolled DAGs; stages map graphs to graphs.
+
+`batchnorms` records each batch norm of a model file (dsl `batchnorm2d`) and its running
+statistics, non-trainable state kept beside the parameters (docs/grid_ops.md).
 """
 
 from __future__ import annotations
@@ -10,6 +13,33 @@ from dataclasses import dataclass, field
 
 from graphrnn.ir.node import Node
 from graphrnn.ir.ops.leaf import resolve
+
+
+@dataclass
+class BatchNormState:
+    """One batch norm's running statistics, named `<name>.running_mean` and
+    `<name>.running_var` (each [channels]; initially 0 and 1).
+
+    In a training graph `batch_mean` and `batch_var` are the nodes of the batch statistics
+    that update them (not batched; over the normalised value's index axes, if any), and
+    `pixels` is H*W, the elements per channel of one example at one step (`batched`: the
+    normalised value varies over the batch, as it usually does). In an evaluation graph the
+    two running statistics are leaves in `Graph.params` that are not trained."""
+
+    name: str
+    channels: int
+    pixels: int
+    batched: bool = True
+    batch_mean: Node | None = None
+    batch_var: Node | None = None
+
+    @property
+    def mean_name(self) -> str:
+        return f"{self.name}.running_mean"
+
+    @property
+    def var_name(self) -> str:
+        return f"{self.name}.running_var"
 
 
 @dataclass
@@ -23,6 +53,14 @@ class Graph:
     loss: Node | None = None
     # Lengths of axes that ops create (grid.patches): fixed when the graph is built.
     axis_sizes: dict[str, int] = field(default_factory=dict)
+    # Batch norms with running statistics, by name (see BatchNormState).
+    batchnorms: dict[str, BatchNormState] = field(default_factory=dict)
+
+    @property
+    def state_names(self) -> set[str]:
+        """Names of the running statistics: leaves in `params` of an evaluation graph that
+        are given like parameters but neither trained nor differentiated."""
+        return {n for bn in self.batchnorms.values() for n in (bn.mean_name, bn.var_name)}
 
     @property
     def leaves(self) -> dict[str, Node]:

@@ -1,7 +1,9 @@
 """Checkpoints: parameters, optimizer state and a JSON meta record in one ``.npz`` file.
 
 Layout inside the archive: ``param/<name>`` arrays, ``opt/<key>`` optimizer state (arrays
-and scalars), and ``__meta__``, a JSON string holding the caller's meta (model path, sizes,
+and scalars), ``state/<name>`` non-trainable model state (batch norms' running statistics;
+absent from checkpoints written before they were kept, and from models without batch norm),
+and ``__meta__``, a JSON string holding the caller's meta (model path, sizes,
 step, epoch, ...) plus ``format``, ``format_version`` and ``graphrnn_version``. Nothing is
 pickled, so loading a checkpoint never runs code.
 
@@ -71,10 +73,14 @@ def _first_nonfinite(array: np.ndarray) -> str | None:
 
 
 def _archive_entries(
-    params: Mapping[str, np.ndarray], opt_state: Mapping[str, Any], meta: Mapping[str, Any]
+    params: Mapping[str, np.ndarray],
+    opt_state: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    state: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     entries = {f"param/{k}": np.asarray(v) for k, v in params.items()}
     entries.update({f"opt/{k}": np.asarray(v) for k, v in opt_state.items()})
+    entries.update({f"state/{k}": np.asarray(v) for k, v in state.items()})
     entries[META_KEY] = np.array(_encode_meta(meta))
     return entries
 
@@ -98,17 +104,22 @@ def save_checkpoint(
     params: Mapping[str, np.ndarray],
     opt_state: Mapping[str, Any],
     meta: Mapping[str, Any],
+    state: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write a checkpoint atomically; refuses non-finite parameters (they could not resume)."""
+    """Write a checkpoint atomically; refuses non-finite parameters or state (they could not
+    resume). `state`: non-trainable arrays such as batch norms' running statistics."""
     path = Path(path)
-    for name, array in params.items():
+    state = state or {}
+    arrays = {f"parameter {k!r}": v for k, v in params.items()}
+    arrays.update({f"running statistic {k!r}": v for k, v in state.items()})
+    for what, array in arrays.items():
         where = _first_nonfinite(np.asarray(array))
         if where:
             raise DataError(
-                f"refusing to save checkpoint {path}: parameter {name!r} has {where}; "
+                f"refusing to save checkpoint {path}: {what} has {where}; "
                 "the previous checkpoint is kept; lower the learning rate or clip gradients"
             )
-    entries = _archive_entries(params, opt_state, meta)
+    entries = _archive_entries(params, opt_state, meta, state)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -184,30 +195,37 @@ def _opt_value(key: str, value: np.ndarray) -> Any:
     return value
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str],
-) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
-    """Read ``(params, opt_state, meta)``; every problem becomes a DataError naming the file."""
+def load_checkpoint(path: str | os.PathLike[str], with_state: bool = False) -> tuple:
+    """Read ``(params, opt_state, meta)``, or ``(params, opt_state, meta, state)`` with
+    ``with_state=True`` (state empty when the checkpoint holds none); every problem becomes
+    a DataError naming the file."""
     path = Path(path)
     _check_readable(path)
     entries = _read_entries(path)
     meta = _decode_meta(path, entries)
     params: dict[str, np.ndarray] = {}
     opt_state: dict[str, Any] = {}
+    state: dict[str, np.ndarray] = {}
     for key, value in entries.items():
         group, _, name = key.partition("/")
         if group == "param":
             params[name] = value
         elif group == "opt":
             opt_state[name] = _opt_value(name, value)
-    _check_loaded_finite(path, params, opt_state)
-    return params, opt_state, meta
+        elif group == "state":
+            state[name] = value
+    _check_loaded_finite(path, params, opt_state, state)
+    return (params, opt_state, meta, state) if with_state else (params, opt_state, meta)
 
 
 def _check_loaded_finite(
-    path: Path, params: Mapping[str, np.ndarray], opt_state: Mapping[str, Any]
+    path: Path,
+    params: Mapping[str, np.ndarray],
+    opt_state: Mapping[str, Any],
+    state: Mapping[str, np.ndarray],
 ) -> None:
     arrays = {f"parameter {k!r}": v for k, v in params.items()}
+    arrays.update({f"running statistic {k!r}": v for k, v in state.items()})
     arrays.update(
         {f"optimizer state {k!r}": v for k, v in opt_state.items() if isinstance(v, np.ndarray)}
     )

@@ -154,19 +154,36 @@ def digit_images(size: int = 16, classes=(3, 8), seed: int = 0, val_fraction=0.2
 
 def predict(checkpoint: str | Path, paths) -> list[tuple[str, dict[str, float]]]:
     """Class probabilities (softmax of the output `o`) of each image, with the model and
-    sizes recorded in an image-task checkpoint. Batch norm runs in training mode (there are
-    no running averages yet), so the images are normalised together as one batch: give
-    several images for stable statistics; one image is normalised over its own pixels only."""
+    sizes recorded in an image-task checkpoint. Batch norms run in evaluation mode, with the
+    running statistics saved in the checkpoint, so each image is classified on its own (the
+    same alone or among others). A checkpoint written before running statistics were kept
+    falls back, with a warning, to normalising the given images together as one batch."""
     import graphrnn as gr
     from graphrnn.train.checkpoint import load_checkpoint
 
-    params, _, meta = load_checkpoint(checkpoint)
+    params, _, meta, state = load_checkpoint(checkpoint, with_state=True)
     if "classes" not in meta or "image_size" not in meta:
         raise DataError(f"{checkpoint} is not a checkpoint of an image task (faces, digit_images)")
     model = gr.load(meta["model"], **meta["sizes"])
+    mode = "eval"
+    if model.state and not state:
+        warnings.warn(
+            f"{checkpoint} holds no batch-norm running statistics (it was written before "
+            "graphrnn kept them), so the given images are normalised together as one batch "
+            "(training mode) and one image alone is normalised over its own pixels; resume "
+            "its training for an epoch to get running statistics",
+            stacklevel=2,
+        )
+        mode = "train"
+    elif set(state) != set(model.state):
+        raise DataError(
+            f"{checkpoint} holds running statistics {sorted(state)} but the model "
+            f"{meta['model']} has {sorted(model.state)}; was the model file changed?"
+        )
     size = tuple(meta["image_size"])
     x = np.stack([read_image(p, size) for p in paths])
-    logits = model.compile("reference", "float64").forward(params, {"img": x})["o"]
+    fn = model.compile("reference", "float64", mode=mode)
+    logits = fn.forward({**params, **state}, {"img": x})["o"]
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs = e / e.sum(axis=-1, keepdims=True)
     return [

@@ -5,6 +5,11 @@ gradients are ``dict[str, np.ndarray]``. The loop adds what every run needs: opt
 steps, clipping, validation each epoch, a progress bar, JSON-lines metrics, atomic
 checkpoints, exact resumption, and a clear stop when the loss diverges.
 
+Non-trainable ``state`` (batch norms' running statistics) may ride along: the function then
+returns ``(loss, grads, update)``, where ``update(state) -> new state`` is applied after the
+optimizer step (outside the optimizer: no gradient, no weight decay); the state is saved in
+checkpoints, restored on resume and given to ``validate`` together with the parameters.
+
 ``step`` counts optimizer updates done so far; ``epoch`` counts completed epochs.
 """
 
@@ -15,6 +20,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +35,25 @@ from graphrnn.train.metrics import MetricsLogger, drop_after
 from graphrnn.train.optim import Optimizer, clip_grad_norm, global_norm, make_optimizer
 
 Params = dict[str, np.ndarray]
-LossAndGrad = Callable[[Params, Any], tuple[float, Mapping[str, np.ndarray]]]
+StateUpdate = Callable[[Params], Mapping[str, np.ndarray]]
+LossAndGrad = Callable[
+    [Params, Any],
+    tuple[float, Mapping[str, np.ndarray]] | tuple[float, Mapping[str, np.ndarray], StateUpdate],
+]
 Batches = Iterable[Any] | Callable[[int], Iterable[Any]]
 
 
 @dataclass
 class History:
-    """What a run produced: trained parameters, one record per epoch, per-step losses.
+    """What a run produced: trained parameters (and state), one record per epoch, per-step
+    losses.
 
     ``epochs`` spans the whole run, resumed parts included; ``losses`` and ``grad_norms``
     cover only the steps taken by this call.
     """
 
     params: Params
+    state: Params = field(default_factory=dict)
     epochs: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
@@ -79,6 +91,18 @@ def _metric(key: str, value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _unpack(result) -> tuple[Any, Mapping[str, np.ndarray], StateUpdate | None]:
+    items = tuple(result) if isinstance(result, (tuple, list)) else ()
+    if len(items) == 2:
+        return items[0], items[1], None
+    if len(items) == 3:
+        return items
+    raise GraphRNNError(
+        "loss_and_grad must return (loss, grads) or (loss, grads, state_update), got "
+        f"{type(result).__name__} of length {len(items)}"
+    )
+
+
 def _epoch_batches(batches: Batches, epoch: int) -> Iterable[Any]:
     if callable(batches):
         return batches(epoch)
@@ -113,10 +137,29 @@ def _check_options(epochs: int, clip: float | None, checkpoint_every: int | None
         )
 
 
+def _restore_state(path: Path, state: Params, saved: Mapping[str, np.ndarray]) -> Params:
+    expected = {k: v.shape for k, v in state.items()}
+    found = {k: v.shape for k, v in saved.items()}
+    if expected and not found:
+        warnings.warn(
+            f"checkpoint {path} holds no running statistics (it was written before graphrnn "
+            f"kept them); the {len(expected)} given to train (a fresh model's: mean 0, "
+            "variance 1) start again from there and follow the batches from here",
+            stacklevel=4,
+        )
+        return state
+    if expected != found:
+        raise DataError(
+            f"checkpoint {path} holds running statistics {found} but the model has {expected}; "
+            "it was written for a different model: point checkpoint_path elsewhere or drop resume"
+        )
+    return {k: v.astype(state[k].dtype, copy=False) for k, v in saved.items()}
+
+
 def _restore(
-    path: Path, params: Params, optimizer: Optimizer
-) -> tuple[Params, _Position, list[dict[str, Any]]]:
-    saved, opt_state, meta = load_checkpoint(path)
+    path: Path, params: Params, optimizer: Optimizer, state: Params
+) -> tuple[Params, Params, _Position, list[dict[str, Any]]]:
+    saved, opt_state, meta, saved_state = load_checkpoint(path, with_state=True)
     expected = {k: v.shape for k, v in params.items()}
     found = {k: v.shape for k, v in saved.items()}
     if expected != found:
@@ -129,6 +172,7 @@ def _restore(
             f"checkpoint {path} has no training position (step, epoch), so it was not written "
             "by train; resume from a checkpoint that train wrote"
         )
+    restored_state = _restore_state(path, state, saved_state)
     optimizer.load_state_dict(opt_state)
     position = _Position(
         step=int(meta["step"]),
@@ -137,7 +181,7 @@ def _restore(
         epoch_loss_sum=float(meta.get("epoch_loss_sum", 0.0)),
     )
     restored = {k: v.astype(params[k].dtype, copy=False) for k, v in saved.items()}
-    return restored, position, list(meta.get("records", []))
+    return restored, restored_state, position, list(meta.get("records", []))
 
 
 class _Run:
@@ -151,9 +195,11 @@ class _Run:
         clip: float | None,
         checkpoint_path: Path | None,
         meta: Mapping[str, Any] | None,
+        state: Params,
     ):
         self.loss_and_grad = loss_and_grad
         self.params = params
+        self.state = state
         self.optimizer = optimizer
         self.clip = clip
         self.checkpoint_path = checkpoint_path
@@ -161,7 +207,7 @@ class _Run:
         self.pos = _Position()
         self.records: list[dict[str, Any]] = []
         self.last_saved_step: int | None = None
-        self.history = History(params=params)
+        self.history = History(params=params, state=state)
 
     def save(self) -> None:
         if self.checkpoint_path is None:
@@ -173,7 +219,9 @@ class _Run:
             "optimizer": repr(self.optimizer),
             "param_shapes": {k: list(v.shape) for k, v in self.params.items()},
         }
-        save_checkpoint(self.checkpoint_path, self.params, self.optimizer.state_dict(), meta)
+        save_checkpoint(
+            self.checkpoint_path, self.params, self.optimizer.state_dict(), meta, self.state
+        )
         self.last_saved_step = self.pos.step
 
     def diverged(self, what: str) -> DataError:
@@ -189,7 +237,7 @@ class _Run:
         )
 
     def step(self, batch: Any) -> tuple[float, float]:
-        loss, grads = self.loss_and_grad(self.params, batch)
+        loss, grads, update = _unpack(self.loss_and_grad(self.params, batch))
         loss = float(loss)
         if not math.isfinite(loss):
             raise self.diverged(f"the loss became {loss}")
@@ -200,12 +248,34 @@ class _Run:
             what = f"the gradient of {bad} became non-finite" if bad else "the gradient overflowed"
             raise self.diverged(what)
         self.optimizer.step(self.params, grads)
+        if update is not None:
+            self.update_state(update)
         self.pos.step += 1
         self.pos.batch_in_epoch += 1
         self.pos.epoch_loss_sum += loss
         self.history.losses.append(loss)
         self.history.grad_norms.append(norm)
         return loss, norm
+
+    def update_state(self, update: StateUpdate) -> None:
+        new = update(dict(self.state))
+        for name, value in new.items():
+            if name not in self.state:
+                raise GraphRNNError(
+                    f"the state update returned {name!r}, which is not in the state given to "
+                    f"train ({sorted(self.state)})"
+                )
+            value = np.asarray(value, dtype=self.state[name].dtype)
+            if value.shape != self.state[name].shape:
+                raise GraphRNNError(
+                    f"the state update gave {name!r} shape {value.shape}; it has shape "
+                    f"{self.state[name].shape}"
+                )
+            self.state[name] = value
+
+    def evaluated(self) -> Params:
+        """What validate gets: the parameters, and the state when there is one."""
+        return {**self.params, **self.state} if self.state else self.params
 
     def end_epoch(self, validate: Callable[[Params], Mapping[str, float]] | None) -> dict:
         if self.pos.batch_in_epoch == 0:
@@ -219,7 +289,7 @@ class _Run:
             "loss": self.pos.epoch_loss_sum / self.pos.batch_in_epoch,
         }
         if validate is not None:
-            for key, value in validate(self.params).items():
+            for key, value in validate(self.evaluated()).items():
                 name = key if key.startswith("val_") else f"val_{key}"
                 record[name] = _metric(key, value)
         self.records.append(record)
@@ -243,6 +313,7 @@ def train(
     log_every: int = 10,
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
+    state: Mapping[str, np.ndarray] | None = None,
 ) -> History:
     """Train for ``epochs`` epochs in all (a resumed run counts the epochs already done).
 
@@ -251,17 +322,21 @@ def train(
     Checkpoints are written every ``checkpoint_every`` steps (if given) and after each
     epoch's validation; ``meta`` (model path, sizes, ...) is stored in them. The given
     ``params`` are not modified: the trained ones are ``history.params``. An ``Optimizer``
-    instance carries its state, so give each run a fresh one (or a name).
+    instance carries its state, so give each run a fresh one (or a name). ``state``: arrays
+    updated by the third value ``loss_and_grad`` returns (see the module docstring), not
+    modified either: the final ones are ``history.state``.
     """
     _check_options(epochs, clip, checkpoint_every)
     opt = make_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    run = _Run(loss_and_grad, _copy_params(params), opt, clip, ckpt, meta)
+    run = _Run(
+        loss_and_grad, _copy_params(params), opt, clip, ckpt, meta, _copy_params(state or {})
+    )
     if resume:
         if ckpt is None:
             raise GraphRNNError("resume=True needs a checkpoint_path to resume from")
-        run.params, run.pos, run.records = _restore(ckpt, run.params, opt)
-        run.history.params = run.params
+        run.params, run.state, run.pos, run.records = _restore(ckpt, run.params, opt, run.state)
+        run.history.params, run.history.state = run.params, run.state
         run.history.resumed_from_step = run.pos.step
         run.last_saved_step = run.pos.step
         if log_path is not None:

@@ -4,17 +4,24 @@ Each task says how to size the model (I and O from the data), how to batch the d
 to validate: the test loss, plus accuracy for classification (argmax of the output `o`
 against the one-hot target). A run directory holds the checkpoint, the metrics log
 (JSON lines) and a PNG of the curves.
+
+A model with batch norm trains with batch statistics and keeps running averages of them
+(updated after every step, saved in the checkpoint); validation runs the evaluation graph,
+which normalises with the running averages, so each example is scored on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import graphrnn as gr
+from graphrnn.compiled import Compiled
 from graphrnn.errors import GraphRNNError
+from graphrnn.running_stats import update_state
 from graphrnn.train import datasets
 from graphrnn.train.loop import History, train
 from graphrnn.train.metrics import plot_curves
@@ -66,6 +73,9 @@ def run(config: TrainConfig) -> tuple[History, dict]:
     prepared = prepare(config)
     model = gr.load(config.model, seed=config.seed, **prepared.sizes)
     fn = model.compile(config.backend, dtype=config.dtype, input_grads=False)
+    evaluation = fn
+    if model.state:  # batch norm: validate with the running statistics
+        evaluation = model.compile(config.backend, config.dtype, input_grads=False, mode="eval")
     history = train(
         prepared.loss_and_grad(fn),
         model.params,
@@ -73,7 +83,7 @@ def run(config: TrainConfig) -> tuple[History, dict]:
         optimizer=_optimizer(config),
         epochs=config.epochs,
         clip=config.clip,
-        validate=prepared.validate(fn),
+        validate=prepared.validate(evaluation),
         checkpoint_path=out / "checkpoint.npz",
         resume=config.resume,
         log_path=out / "metrics.jsonl",
@@ -84,6 +94,7 @@ def run(config: TrainConfig) -> tuple[History, dict]:
             "task": config.task,
             **prepared.meta,
         },
+        state=model.state,
     )
     plot_curves(out / "metrics.jsonl", out / "curves.png")
     last = history.epochs[-1] if history.epochs else {}
@@ -104,6 +115,20 @@ def _optimizer(config: TrainConfig):
     return make_optimizer(name, **hyper)
 
 
+def _train_step(fn, params, inputs: dict, targets: dict):
+    """loss_and_grad on one batch; with batch norm also the update of the running statistics
+    from this batch's statistics, which the training loop applies after the step."""
+    if not fn.graph.batchnorms:
+        return fn.loss_and_grad(params, inputs, targets)
+    if not isinstance(fn, Compiled):
+        raise GraphRNNError(
+            "this model has batch norm, whose running statistics segmented BPTT does not "
+            "keep; train it without bptt_checkpoint"
+        )
+    loss, grads, stats = fn.loss_and_grad(params, inputs, targets, batch_stats=True)
+    return loss, grads, partial(update_state, stats=stats)
+
+
 def _cast(config: TrainConfig, *arrays):
     return [a.astype(config.dtype) for a in arrays]
 
@@ -117,7 +142,7 @@ def _supervised(config: TrainConfig, split, sizes: dict, classify: bool) -> Prep
         return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
 
     def loss_and_grad(fn):
-        return lambda params, batch: fn.loss_and_grad(params, {"x": batch[0]}, {"y": batch[1]})
+        return lambda params, batch: _train_step(fn, params, {"x": batch[0]}, {"y": batch[1]})
 
     def validate(fn):
         def metrics(params):
@@ -223,12 +248,12 @@ def _images(config: TrainConfig, split, classes, size) -> Prepared:
         return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
 
     def loss_and_grad(fn):
-        return lambda params, b: fn.loss_and_grad(params, {"img": b[0]}, {"y": b[1]})
+        return lambda params, b: _train_step(fn, params, {"img": b[0]}, {"y": b[1]})
 
     def validate(fn):
         def metrics(params):
-            # batch norm normalises with batch statistics (training mode): validate in
-            # batches of the training size so the statistics are comparable
+            # fn is the evaluation graph (batch norm with the running statistics, which the
+            # loop passes in params), so the batches only bound the memory used
             total, hits = 0.0, 0
             for x, y in datasets.minibatches(x_test, y_test, config.batch):
                 total += fn.loss(params, {"img": x}, {"y": y}) * len(x)

@@ -323,6 +323,27 @@ def test_batchnorm_gradient_matches_finite_differences(data):
     check_gradients(b, loss, gradients(loss, b.leaves))
 
 
+@given(data=st.data())
+def test_eval_batchnorm_gradient_matches_finite_differences(data):
+    """Evaluation mode: the running statistics are fixed static leaves (not differentiated,
+    as the eval graph's running statistics are not); x, gamma and beta get exact gradients."""
+    b = Builder(data.draw)
+    c = data.draw(channels)
+    h, w = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    axes = data.draw(st.sets(st.sampled_from(("t", "u"))))
+    x = b.leaf((c, h, w), Context(frozenset(axes), True))
+    gamma = b.leaf((c,), STATIC, kind="pos")
+    beta = b.leaf((c,), STATIC)
+    rm, rv = make_leaf("rm", (c,), STATIC), make_leaf("rv", (c,), STATIC)
+    shape = b.env.aligned_shape(STATIC, (c,))
+    b.fixed += [rm, rv]
+    b.fixed_values += [b.rng.normal(size=shape), b.rng.uniform(0.3, 2.0, shape)]
+    bn = conv.batchnorm2d(x, gamma, beta, eps=0.1, running_mean=rm, running_var=rv)
+    assert (bn.mean, bn.var) == (rm, rv)
+    loss = scalar_loss(b, apply("tanh", bn.y))
+    check_gradients(b, loss, gradients(loss, b.leaves))
+
+
 def test_batchnorm_normalises_over_batch_and_pixels():
     rng = np.random.default_rng(0)
     env = EvalEnv((), {}, 5, np.dtype("float64"))

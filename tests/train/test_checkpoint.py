@@ -199,3 +199,27 @@ def test_creates_directory(tmp_path, state):
     path = tmp_path / "runs" / "a" / "c.npz"
     save_checkpoint(path, *state)
     assert load_checkpoint(os.fspath(path))[2]["step"] == 7
+
+
+def test_state_roundtrip_and_old_checkpoints(tmp_path, state):
+    """Running statistics go in `state/<name>`; a checkpoint without them reads as an empty
+    state, and the three-value load_checkpoint is unchanged."""
+    params, opt_state, meta = state
+    running = {"c1.bn.running_mean": np.arange(3.0), "c1.bn.running_var": np.ones(3, np.float32)}
+    save_checkpoint(tmp_path / "c.npz", params, opt_state, meta, running)
+    got_params, _, _, got_state = load_checkpoint(tmp_path / "c.npz", with_state=True)
+    assert got_params.keys() == params.keys() and got_state.keys() == running.keys()
+    for k, v in running.items():
+        np.testing.assert_array_equal(got_state[k], v)
+        assert got_state[k].dtype == v.dtype
+    assert len(load_checkpoint(tmp_path / "c.npz")) == 3
+    save_checkpoint(tmp_path / "old.npz", params, opt_state, meta)
+    assert load_checkpoint(tmp_path / "old.npz", with_state=True)[3] == {}
+
+
+def test_nonfinite_state_is_refused(tmp_path, state):
+    params, opt_state, meta = state
+    bad = {"bn.running_var": np.array([1.0, np.nan])}
+    with pytest.raises(DataError, match="running statistic 'bn.running_var' has nan"):
+        save_checkpoint(tmp_path / "c.npz", params, opt_state, meta, bad)
+    assert not (tmp_path / "c.npz").exists()

@@ -11,6 +11,7 @@ from PIL import Image
 
 from graphrnn.cli import main
 from graphrnn.train import images
+from graphrnn.train.checkpoint import load_checkpoint, save_checkpoint
 from graphrnn.train.session import TrainConfig, run
 
 MODEL = str(Path(__file__).resolve().parents[2] / "models" / "spatial_rnn_sex.grnn")
@@ -96,3 +97,64 @@ def test_digit_images_task_smoke(tmp_path):
     )
     _, last = run(config)
     assert np.isfinite(last["val_loss"]) and last["val_acc"] > 0.5
+
+
+TINY_BN = """
+model TinyBN(HI = 8, WI = 8, K = 2, C = 3):
+    input  img[3, HI, WI]
+    target y[K]
+    param Kc[C, 3, 3, 3] ~ kaiming
+    param gamma[C]       ~ ones
+    param beta[C]        ~ zeros
+    param Ko[K, C, 1, 1] ~ kaiming
+    h = relu(batchnorm2d(conv2d(img * 0.0078125, Kc, padding = 1), gamma, beta))
+    o = global_avgpool(conv2d(h, Ko))
+    loss = softmax_cross_entropy(o, y)
+"""
+
+
+def _digits_config(tmp_path, model: Path, out: str, epochs: int, resume=False) -> TrainConfig:
+    return TrainConfig(
+        str(model), "digit_images", sizes={"HI": 8, "WI": 8}, epochs=epochs, batch=64,
+        backend="reference", dtype="float64", out=str(tmp_path / out), resume=resume,
+        progress=False,
+    )  # fmt: skip
+
+
+def test_batch_norm_running_stats_resume_exactly_and_predict_per_image(tmp_path):
+    """digit_images with a batch-norm model: the running statistics are updated every step,
+    saved and resumed bit for bit; predict uses them, so an image alone is classified as in
+    a batch; a checkpoint without them falls back to batch statistics with a warning."""
+    model = tmp_path / "tiny_bn.grnn"
+    model.write_text(TINY_BN)
+    _, last = run(_digits_config(tmp_path, model, "full", 2))
+    assert np.isfinite(last["val_loss"]) and 0.0 <= last["val_acc"] <= 1.0
+    run(_digits_config(tmp_path, model, "part", 1))
+    run(_digits_config(tmp_path, model, "part", 2, resume=True))
+    full = load_checkpoint(tmp_path / "full" / "checkpoint.npz", with_state=True)
+    part = load_checkpoint(tmp_path / "part" / "checkpoint.npz", with_state=True)
+    assert sorted(full[3]) == ["gamma.running_mean", "gamma.running_var"]
+    assert np.abs(full[3]["gamma.running_mean"]).min() > 0  # moved away from 0
+    for saved, resumed in ((full[0], part[0]), (full[3], part[3])):
+        assert saved.keys() == resumed.keys()
+        for k in saved:
+            np.testing.assert_array_equal(resumed[k], saved[k], err_msg=k)
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for k in range(3):
+        photos.append(str(tmp_path / f"p{k}.png"))
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(photos[-1])
+    checkpoint = tmp_path / "full" / "checkpoint.npz"
+    together = images.predict(checkpoint, photos)
+    for k, photo in enumerate(photos):
+        ((path, alone),) = images.predict(checkpoint, [photo])
+        assert path == photo
+        for c, p in alone.items():
+            assert p == pytest.approx(together[k][1][c], rel=1e-12, abs=1e-15)
+
+    params, opt_state, meta = load_checkpoint(checkpoint)
+    save_checkpoint(tmp_path / "old.npz", params, opt_state, meta)  # as before running stats
+    with pytest.warns(UserWarning, match="no batch-norm running statistics.*one batch"):
+        old = images.predict(tmp_path / "old.npz", photos)
+    assert [p for p, _ in old] == photos

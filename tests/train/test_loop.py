@@ -278,3 +278,66 @@ def test_resume_refuses_foreign_checkpoints(tmp_path):
 def test_validate_must_return_numbers():
     with pytest.raises(GraphRNNError, match="validate returned 'good' for 'acc'"):
         run(epochs=1, validate=lambda p: {"acc": "good"})
+
+
+STATE = {"avg": np.zeros(3), "count": np.zeros(())}
+
+
+def linreg_with_state(params, batch):
+    """linreg, and an update of non-trainable state: a running average of the inputs."""
+    loss, grads = linreg(params, batch)
+    mean = batch[0].mean(axis=0)
+    return loss, grads, lambda s: {"avg": 0.9 * s["avg"] + 0.1 * mean, "count": s["count"] + 1}
+
+
+def test_state_is_updated_saved_and_resumed_exactly(tmp_path):
+    seen = []
+
+    def validate(params):
+        seen.append(sorted(params))
+        return val_linreg(params)
+
+    kw = dict(optimizer="adam", validate=validate, progress=False)
+    full = train(linreg_with_state, INIT, shuffled, epochs=4, state=STATE, **kw)
+    assert full.state["count"] == 16 and seen[0] == ["W", "avg", "b", "count"]
+    np.testing.assert_array_equal(STATE["avg"], 0)  # the given state is not modified
+    path = tmp_path / "c.npz"
+    train(linreg_with_state, INIT, shuffled, epochs=2, state=STATE, checkpoint_path=path, **kw)
+    assert load_checkpoint(path, with_state=True)[3]["count"] == 8
+    resumed = train(
+        linreg_with_state, INIT, shuffled, epochs=4, state=STATE, checkpoint_path=path,
+        resume=True, **kw,
+    )  # fmt: skip
+    for k in full.params:
+        np.testing.assert_array_equal(resumed.params[k], full.params[k])
+    for k in full.state:
+        np.testing.assert_array_equal(resumed.state[k], full.state[k])
+    assert resumed.epochs == full.epochs
+
+
+def test_resume_from_a_checkpoint_without_state_restarts_it(tmp_path):
+    path = tmp_path / "c.npz"
+    run(epochs=1, checkpoint_path=path)  # written without state, as before running stats
+    with pytest.warns(UserWarning, match="holds no running statistics.*start again from there"):
+        hist = train(linreg_with_state, INIT, shuffled, optimizer=Momentum(lr=0.05), epochs=2,
+                     state=STATE, checkpoint_path=path, resume=True, progress=False)  # fmt: skip
+    assert hist.state["count"] == 4 and hist.resumed_from_step == 4
+    with pytest.raises(DataError, match=r"statistics \{'avg'.*has \{'count'.*different model"):
+        train(linreg_with_state, INIT, shuffled, optimizer="sgd", epochs=3,
+              state={"count": np.zeros(())}, checkpoint_path=path, resume=True,
+              progress=False)  # fmt: skip
+
+
+def test_bad_state_updates():
+    def unknown(params, batch):
+        return *linreg(params, batch), lambda s: {"other": np.zeros(1)}
+
+    with pytest.raises(GraphRNNError, match="returned 'other', which is not in the state"):
+        train(unknown, INIT, fixed_batches(), optimizer="sgd", epochs=1, state=STATE,
+              progress=False)  # fmt: skip
+
+    def four(params, batch):
+        return *linreg(params, batch), None, None
+
+    with pytest.raises(GraphRNNError, match=r"\(loss, grads\) or \(loss, grads, state_update\)"):
+        train(four, INIT, fixed_batches(), optimizer="sgd", epochs=1, progress=False)
