@@ -3,8 +3,10 @@
     graph, lines = optimize(grad(model.graph))                  # every pass
     graph, lines = optimize(adjoint, disable={"gemm_merge"})    # all but one
 
-Order (ORDER): simplify, cse, gemm_merge, gemm_sum, then simplify and cse again to clean up
-what the merges leave (transposes of transposes, equal stacked matrices), then dce. A disabled
+Order (ORDER): simplify, cse, split_products (a product in a loop whose concatenated operand
+is partly hoisted), gemm_merge, gemm_sum, split_products again (a merged adjoint product whose
+slices are partly hoisted), then simplify and cse again to clean up what the merges leave
+(transposes of transposes, equal stacked matrices), then dce. A disabled
 pass is skipped everywhere it appears. `lines` explains what each pass did, one line per pass
 run, and a summary; an unknown name in `disable` is an error that lists the known ones.
 
@@ -26,12 +28,14 @@ from graphrnn.passes.dce import dce
 from graphrnn.passes.gemm_merge import gemm_merge
 from graphrnn.passes.gemm_sum import gemm_sum
 from graphrnn.passes.simplify import simplify
+from graphrnn.passes.split_products import split_products
 
 Pass = Callable[..., tuple[Graph, list[str]]]
 
 PASSES: dict[str, Pass] = {
     "simplify": simplify,
     "cse": cse,
+    "split_products": split_products,
     "gemm_merge": gemm_merge,
     "gemm_sum": gemm_sum,
     "dce": dce,
@@ -40,8 +44,10 @@ PASSES: dict[str, Pass] = {
 ORDER: tuple[str, ...] = (
     "simplify",
     "cse",
+    "split_products",
     "gemm_merge",
     "gemm_sum",
+    "split_products",
     "simplify",
     "cse",
     "dce",
