@@ -49,6 +49,7 @@ class Compiled:
         self.backend = backend
         self.executor = executor
         self._adjoint: Graph | None = None
+        self._loss_graph: Graph | None = None
         self.forward_graph = replace(graph, loss=None)
 
     @property
@@ -106,7 +107,13 @@ class Compiled:
         return stats
 
     def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
-        return self.loss_and_grad(params, inputs, targets)[0]
+        """The batch-mean loss alone, without the backward pass (finite differences call this
+        twice per checked element)."""
+        if self._loss_graph is None:
+            self._loss_graph = grad(self.graph, [])
+        g = self.prepared(self._loss_graph)
+        values = self._evaluate(g, params, inputs, targets)
+        return float(values[g.outputs["loss"].id].reshape(()))
 
     def _out(self, values, node: Node, like: Node | None = None) -> np.ndarray:
         like = like or node
