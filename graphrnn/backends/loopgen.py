@@ -65,6 +65,7 @@ class LoopGen:
         self.lines: list[str] = []
         self.cuts: list[int] = []
         self.constants: dict[str, str] = {}
+        self.transposed: dict[int, str] = {}
         self.depth = 1
         self.fixed: dict[str, str] = {}
         self.users = consumers(items)
@@ -212,6 +213,7 @@ class LoopGen:
     def _loop(self, loop: Loop) -> None:
         for node in loop.nodes:
             self.alloc(node)
+        self._transposed_copies(loop)
         axis = loop.axis
         steps = f"range(S_{axis})" if loop.forward else f"range(S_{axis} - 1, -1, -1)"
         self.open(f"for t_{axis} in {steps}:")
@@ -219,6 +221,20 @@ class LoopGen:
         self._emit_nodes(loop.nodes)
         del self.fixed[axis]
         self.close()
+        self.transposed.clear()  # the copies are locals of this loop's stage
+
+    def _transposed_copies(self, loop: Loop) -> None:
+        """Before a loop, a transposed copy of each parameter-like matrix its small products
+        multiply with, so they can run as sums of rows (loopgen_ops._matmul_loops)."""
+        for n in loop.nodes:
+            a = n.inputs[0] if n.op == "matmul" else None
+            if a is None or not is_static_matrix(a) or a.op == "transpose":
+                continue
+            if a.id not in self.transposed:
+                m, k = a.shape
+                name = f"mt_{self.number[a.id]}"
+                self.emit(f"{name} = np.ascontiguousarray({self.buf(a)}.reshape(({m}, {k})).T)")
+                self.transposed[a.id] = name
 
     def _emit_nodes(self, nodes: list[Node]) -> None:
         """Emit nodes in order: elementwise runs fused into one nest, and consecutive units

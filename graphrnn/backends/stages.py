@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 BUFFER = re.compile(r"\bv\d+\b")
 SIZE = re.compile(r"\b(?:S_\w+|B)\b")
-LOCAL = re.compile(r"\b(?:s\d+|(?:acc|mx|se|lse|src|d)_\d+)\b")
+LOCAL = re.compile(r"\b(?:s\d+|(?:acc|mx|se|lse|src|d|mt)_\d+)\b")
 DEFINITION = re.compile(r"^\s*(v\d+) = ")
 DEFAULT_BUDGET = 150
 
