@@ -54,7 +54,12 @@ def gradient_check(
     seed: int = 0,
     backend: str = "reference",
     eps: float = 1e-5,
+    samples: int = SAMPLED,
 ) -> list[ParamCheck]:
+    """Every parameter's gradient from `backend` against central differences of the reference
+    backend's loss; parameters above MAX_FULL elements on `samples` elements each."""
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
     inputs, targets = random_data(model, tau, batch, seed)
     params = {k: v.astype(np.float64) for k, v in model.params.items()}
     analytic = model.compile(backend=backend, dtype="float64")
@@ -66,7 +71,7 @@ def gradient_check(
         flat = value.reshape(-1)
         picks = np.arange(flat.size)
         if flat.size > MAX_FULL:
-            picks = rng.choice(flat.size, SAMPLED, replace=False)
+            picks = rng.choice(flat.size, min(samples, flat.size), replace=False)
         numeric = np.empty(len(picks))
         for k, i in enumerate(picks):
             saved = flat[i]

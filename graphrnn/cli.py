@@ -63,7 +63,11 @@ def cmd_check(args) -> int:
         )
     sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
     print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
-    results = gradient_check(model, args.tau, args.batch, args.seed, _backend(args.backend))
+    if args.samples < 1:
+        raise GraphRNNError(f"--samples must be at least 1, got {args.samples}")
+    results = gradient_check(
+        model, args.tau, args.batch, args.seed, _backend(args.backend), samples=args.samples
+    )
     worst = 0.0
     for r in results:
         part = "" if r.checked == r.total else f" ({r.checked} of {r.total} elements sampled)"
@@ -105,6 +109,7 @@ def cmd_train(args) -> int:
         text=args.text,
         seq_len=args.seq_len,
         data=args.data,
+        bptt_checkpoint=args.bptt_checkpoint,
     )
     _, last = run(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -148,6 +153,15 @@ def _backend(name: str) -> str:
     return pick_backend(say=lambda message: print(message, file=sys.stderr))
 
 
+def _checkpoint_steps(text: str) -> int | str:
+    """--bptt-checkpoint: a positive number of steps per segment, or 'auto'."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.grnn)")
     p.add_argument("--dim", action="append", metavar="NAME=N", help="a size, e.g. --dim H=16")
@@ -172,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", default="reference", help="reference | numba | cupy | auto (GPU if present)"
     )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=200,
+        help="elements checked in each parameter of over 400 elements (default 200)",
+    )
     p.set_defaults(run=cmd_check)
 
     p = sub.add_parser("train", help="train a model on a built-in task")
@@ -193,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="UTF-8 text file for the chars task")
     p.add_argument("--seq-len", type=int, default=50, help="chunk length for truncated BPTT")
     p.add_argument("--data", help="faces task: UTKFace-named image folder or CSV of path,label")
+    p.add_argument(
+        "--bptt-checkpoint",
+        type=_checkpoint_steps,
+        metavar="K",
+        help="keep the state every K steps and recompute the rest in the backward pass: "
+        "memory O(T/K + K) for one extra forward pass; 'auto': K = ceil(sqrt(T))",
+    )
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("predict", help="class probabilities of images from an image checkpoint")

@@ -6,7 +6,7 @@ lengths and batch size, naming results); a backend only evaluates a graph on ali
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -27,7 +27,8 @@ class Compiled:
     """`forward(params, inputs)` and `loss_and_grad(params, inputs, targets)` for one backend.
 
     The loss is the model's declared loss averaged over the batch; gradients are of that mean,
-    keyed by parameter and input name.
+    keyed by parameter and input name. `input_grads` is True (every input), False (none) or
+    the names of the inputs to differentiate (segmented BPTT needs only its carried states).
     """
 
     def __init__(
@@ -36,7 +37,7 @@ class Compiled:
         dtype: str,
         executor: Executor,
         backend: str,
-        input_grads: bool = True,
+        input_grads: bool | Sequence[str] = True,
         passes: bool = False,
         disable=(),
     ):
@@ -55,7 +56,8 @@ class Compiled:
     @property
     def adjoint(self) -> Graph:
         if self._adjoint is None:
-            wrt = list(self.graph.params) + (list(self.graph.inputs) if self.input_grads else [])
+            inputs = self.graph.inputs if self.input_grads is True else self.input_grads or []
+            wrt = list(self.graph.params) + list(inputs)
             wrt = [n for n in wrt if n not in self.graph.state_names]  # running statistics
             self._adjoint = grad(self.graph, wrt)
             self._adjoint.outputs.update(stat_outputs(self.graph))

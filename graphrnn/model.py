@@ -59,24 +59,28 @@ class Model:
         }
 
     def compile(
-        self, backend: str = "reference", dtype: str = "float64", mode: str = "train", **options
-    ) -> Compiled:
+        self,
+        backend: str = "reference",
+        dtype: str = "float64",
+        bptt_checkpoint: int | str | None = None,
+        mode: str = "train",
+        **options,
+    ):
         """Forward and loss_and_grad functions for one backend and dtype.
 
+        `bptt_checkpoint=k` (or "auto" for k ~ sqrt(T)) bounds BPTT memory by keeping only the
+        states at every k-th step and recomputing the rest (graphrnn/segmented.py).
         `mode="eval"` compiles `eval_graph()`: batch norms use the running statistics."""
         graph = self.graph if mode == "train" else self.eval_graph(mode)
-        if dtype not in ("float32", "float64"):
-            raise GraphRNNError(f"dtype must be float32 or float64, not {dtype!r}")
-        if backend == "reference":
-            from graphrnn.backends import reference
+        if bptt_checkpoint is not None:
+            from graphrnn.segmented import SegmentedBPTT
 
-            return Compiled(graph, dtype, reference.run, backend, **options)
-        if backend in BACKENDS:
-            from importlib import import_module
+            def build(graph: Graph, **extra) -> Compiled:
+                return compile_graph(graph, backend, dtype, **{**options, **extra})
 
-            module = import_module(f"graphrnn.backends.{_MODULES[backend]}")
-            return module.compile(graph, dtype, **options)
-        raise GraphRNNError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            grads = options.get("input_grads", True)
+            return SegmentedBPTT(graph, bptt_checkpoint, build, input_grads=grads)
+        return compile_graph(graph, backend, dtype, **options)
 
     def unroll(self, tau: int | dict[str, int]) -> Graph:
         """The explicit acyclic graph for `tau` steps (or a length per axis)."""
@@ -111,6 +115,22 @@ class Model:
 
 
 _MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
+
+
+def compile_graph(graph: Graph, backend: str, dtype: str, **options) -> Compiled:
+    """Forward and loss_and_grad of any graph (a model's, or one derived from it)."""
+    if dtype not in ("float32", "float64"):
+        raise GraphRNNError(f"dtype must be float32 or float64, not {dtype!r}")
+    if backend == "reference":
+        from graphrnn.backends import reference
+
+        return Compiled(graph, dtype, reference.run, backend, **options)
+    if backend in BACKENDS:
+        from importlib import import_module
+
+        module = import_module(f"graphrnn.backends.{_MODULES[backend]}")
+        return module.compile(graph, dtype, **options)
+    raise GraphRNNError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def load(path: str | Path, seed: int = 0, model: str | None = None, **sizes: int) -> Model:

@@ -51,6 +51,7 @@ class TrainConfig:
     seq_len: int = 50
     progress: bool = True
     data: str | None = None  # faces task: a UTKFace-style folder or a CSV of path,label
+    bptt_checkpoint: int | str | None = None  # segments of k steps ("auto": sqrt(T)); None: off
 
 
 @dataclass
@@ -72,7 +73,12 @@ def run(config: TrainConfig) -> tuple[History, dict]:
         raise GraphRNNError(f"task {config.task!r} cannot be trained from the command line")
     prepared = prepare(config)
     model = gr.load(config.model, seed=config.seed, **prepared.sizes)
-    fn = model.compile(config.backend, dtype=config.dtype, input_grads=False)
+    fn = model.compile(
+        config.backend,
+        dtype=config.dtype,
+        input_grads=False,
+        bptt_checkpoint=config.bptt_checkpoint,
+    )
     evaluation = fn
     if model.state:  # batch norm: validate with the running statistics
         evaluation = model.compile(config.backend, config.dtype, input_grads=False, mode="eval")

@@ -1,0 +1,467 @@
+"""Segmented BPTT with recomputation: gradient checkpointing along time.
+
+Plain BPTT keeps every intermediate value of every step for the backward pass: memory grows
+with the sequence length T. Here the T steps are cut into segments of k steps. A forward
+sweep keeps only the recurrent states at segment boundaries (T/k of them); a backward sweep
+then goes over the segments from the last to the first, recomputes each segment's forward
+pass and back-propagates through it alone (k steps of intermediates). With k ~ sqrt(T) the
+memory is O(sqrt(T)) instead of O(T), for the price of one extra forward pass.
+
+It is built at the graph level, so it works for every backend: from the model's folded graph
+we derive once a *segment graph*, an ordinary graph that any backend compiles:
+
+- every delay by one step along t gets the initial value `first * init + (1 - first) * carry`,
+  where `carry` is a new batched input (the state entering the segment) and `first` a scalar
+  input that is 1 for the first segment only: the model's own initial values (a learned h0,
+  an `h_init` input) act, and receive gradient, in the first segment alone;
+- the segment graph outputs each carried state at its last step (`at` the last step);
+- its loss is the model's loss restricted to the segment (a sum over t stays a sum, a mean
+  over t becomes a sum times 1/T, fed as the input `inv_steps`; terms without t are counted in
+  the first segment only) plus sum(seed * state at the last step): the seed is the adjoint of
+  that state coming back from the following segment, and the gradient with respect to the
+  `carry` input is the seed of the previous segment.
+
+Supported: recurrences along one axis running forwards, delays of one step, losses that are
+sums or means over t of per-step terms (scaled, added, plus terms without t). Anything that
+reads the whole sequence (h(end), reductions inside the per-step terms), runs backwards in
+time (bidirectional models), reads further back (h(t-2)), or has several axes is rejected
+with an error that names it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from graphrnn.compiled import Compiled
+from graphrnn.errors import DataError, DSLError, GraphRNNError
+from graphrnn.ir.graph import Graph, reachable
+from graphrnn.ir.node import Node
+from graphrnn.ir.ops.leaf import const, input_node
+from graphrnn.ir.registry import OPS, apply, union_context
+from graphrnn.passes._common import copy_graph
+
+PREFIX = "bptt."
+FIRST = PREFIX + "first"
+INV_STEPS = PREFIX + "inv_steps"
+SEGMENT_LOSS = PREFIX + "loss"
+ADVICE = "compile without bptt_checkpoint (train without --bptt-checkpoint)"
+
+# Ops through which the loss stays linear in its operands, so a sum over segments of the op
+# applied to each segment's part is the op applied to the whole.
+_LINEAR = frozenset({"add", "sub", "neg", "sum", "mean", "expand", "broadcast", "reduce_to"})
+_LINEAR |= {"slice", "concat"}
+
+
+def segment_length(steps: int) -> int:
+    """The k that balances T/k stored states against k steps of recomputed intermediates:
+    ceil(sqrt(T))."""
+    if steps < 1:
+        raise GraphRNNError(f"a sequence needs at least one step, got {steps}")
+    return math.isqrt(steps - 1) + 1
+
+
+def segments(steps: int, k: int) -> list[tuple[int, int]]:
+    """The [start, stop) step ranges of consecutive segments of k steps (the last may be
+    shorter)."""
+    return [(s, min(s + k, steps)) for s in range(0, steps, k)]
+
+
+@dataclass(frozen=True)
+class Carry:
+    """One state carried across segment boundaries: the value a one-step delay reads."""
+
+    input: str  # the state entering the segment
+    seed: str  # the adjoint of the state leaving the segment, from the next segment
+    output: str  # the state leaving the segment (at its last step)
+    label: str  # the user's name for the value, for messages
+
+
+@dataclass
+class SegmentGraph:
+    """`graph`: loss with seed terms, outputs the carried states (the forward sweep and the
+    backward sweep run it); `loss_graph`: the segment's own loss and the states, no seeds
+    (for a loss without gradients)."""
+
+    graph: Graph
+    loss_graph: Graph
+    axis: str
+    carries: list[Carry]
+
+
+def _fail(message: str, node: Node | None = None) -> GraphRNNError:
+    text = f"bptt_checkpoint: {message}"
+    if node is not None and node.loc is not None:
+        return DSLError(text, node.loc, ADVICE)
+    return GraphRNNError(f"{text}; {ADVICE}")
+
+
+def time_axis(graph: Graph) -> str:
+    """The one sequence axis that segments cut, or an error saying why there is none."""
+    if graph.loss is None:
+        raise _fail(f"model '{graph.name}' declares no loss, so there is no BPTT to segment")
+    if len(graph.axes) != 1:
+        axes = ", ".join(graph.axes) or "none"
+        raise _fail(
+            f"model '{graph.name}' has the axes ({axes}); checkpointing cuts exactly one "
+            "sequence axis into segments"
+        )
+    (axis,) = graph.axes
+    if axis in graph.axis_sizes:
+        raise _fail(f"the length of axis '{axis}' is fixed by the model, it cannot be segmented")
+    return axis
+
+
+def _whole_sequence(node: Node, axis: str) -> str | None:
+    """Why `node` cannot be computed one segment at a time, or None if it can."""
+    if node.attrs.get("axis") != axis or node.op == "expand_axis":
+        return None
+    name = f"'{node.inputs[0].label()}'" if node.inputs else "a value"
+    if node.op == "delay":
+        offset = node.attrs["offset"]
+        if offset == -1:
+            return None
+        if offset > 0:
+            return (
+                f"{name} reads a later step ({axis}+{offset}): a recurrence running backwards "
+                "in time (as in bidirectional models) needs the end of the sequence first"
+            )
+        return (
+            f"{name} reads {-offset} steps back ({axis}{offset}); only one-step delays are carried"
+        )
+    if node.op == "at":
+        where = "end" if node.attrs["index"] == -1 else node.attrs["index"]
+        return f"the loss reads {name} at one step ({where}) of the whole sequence, e.g. h(end)"
+    if node.op == "reduce_axis":
+        return f"a {node.attrs['kind']} over '{axis}' is used inside a per-step term"
+    if node.op == "axis_size":
+        return f"a per-step term uses the length of '{axis}'"
+    return f"'{node.op}' reads the whole sequence along '{axis}'"
+
+
+def _check_per_step(root: Node, axis: str) -> None:
+    """Every value a per-step loss term reads must be computable segment by segment."""
+    for node in reachable([root]):
+        why = _whole_sequence(node, axis)
+        if why is not None:
+            raise _fail(why, node)
+
+
+def _depends_on(nodes: list[Node], axis: str) -> set[int]:
+    """Ids of nodes that vary over `axis` or read something that does."""
+    varying: set[int] = set()
+    for node in nodes:  # post-order: inputs first (members of cycles vary over the axis)
+        if axis in node.axes or any(i.id in varying for i in node.inputs):
+            varying.add(node.id)
+    return varying
+
+
+class _LossRewriter:
+    """The loss restricted to one segment: linear in the reductions over t, so the segment
+    losses add up to the model's loss and their gradients to its gradient."""
+
+    def __init__(self, axis: str, first: Node, inv_steps: Node, varying: set[int]):
+        self.axis = axis
+        self.first = first
+        self.inv_steps = inv_steps
+        self.varying = varying
+        self.done: dict[int, Node] = {}
+
+    def __call__(self, node: Node) -> Node:
+        if node.id not in self.done:
+            self.done[node.id] = self._rewrite(node)
+        return self.done[node.id]
+
+    def _rewrite(self, node: Node) -> Node:
+        if node.id not in self.varying:
+            return apply("mul", self.first, node)  # counted once: in the first segment
+        if node.op == "reduce_axis" and node.attrs["axis"] == self.axis:
+            _check_per_step(node.inputs[0], self.axis)
+            total = apply("reduce_axis", node.inputs[0], axis=self.axis, kind="sum")
+            if node.attrs["kind"] == "mean":
+                return apply("mul", total, self.inv_steps)
+            return total
+        if node.op in _LINEAR:
+            return apply(node.op, *map(self, node.inputs), **node.attrs)
+        if node.op in ("mul", "div"):
+            a, b = node.inputs
+            if node.op == "mul" and a.id in self.varying and b.id not in self.varying:
+                return apply("mul", self(a), b)
+            if node.op == "mul" and b.id in self.varying and a.id not in self.varying:
+                return apply("mul", a, self(b))
+            if node.op == "div" and b.id not in self.varying:
+                return apply("div", self(a), b)
+        raise _fail(self._why(node), node)
+
+    def _why(self, node: Node) -> str:
+        reads = [n for n in reachable([node]) if n.op == "at" and n.attrs["axis"] == self.axis]
+        why = _whole_sequence(reads[0] if reads else node, self.axis)
+        if why is not None:
+            return why
+        if node.op in ("mul", "div"):
+            return (
+                f"the loss {'multiplies' if node.op == 'mul' else 'divides'} by a value "
+                f"computed from the whole sequence along '{self.axis}' (e.g. a masked mean, "
+                "the ratio of two sums), which does not split into segments"
+            )
+        return (
+            f"the loss applies '{node.op}' to a value computed from the whole sequence; "
+            f"checkpointing supports losses that are sums or means over '{self.axis}' of "
+            "per-step terms, scaled by and added to values without it"
+        )
+
+
+def _refresh_contexts(nodes: list[Node]) -> None:
+    """A carried state is batched even where the delayed value is not: let contexts grow
+    along the edges until nothing changes (they only grow, so this ends)."""
+    changed = True
+    while changed:
+        changed = False
+        for node in nodes:
+            if node.op in ("input", "param", "alias"):
+                continue
+            rule = OPS[node.op]
+            contexts = [i.context for i in node.inputs]
+            new = rule.context(contexts, **node.attrs) if rule.context else union_context(contexts)
+            new = new.union(node.context)
+            if new != node.context:
+                node.context, changed = new, True
+
+
+def _carry_delays(loss: Node, axis: str, first: Node) -> tuple[list[Carry], dict[str, Node]]:
+    """Give every one-step delay the initial value first * init + (1 - first) * carry; returns
+    the carries, and the new input and output nodes by name."""
+    by_value: dict[int, tuple[Carry, Node]] = {}
+    nodes: dict[str, Node] = {}
+    rest = apply("sub", const(1.0), first)
+    for node in reachable([loss]):
+        if node.op != "delay" or node.attrs["axis"] != axis:
+            continue
+        value, init = node.inputs
+        if value.id not in by_value:
+            i = len(by_value)
+            carry = Carry(
+                f"{PREFIX}carry{i}", f"{PREFIX}seed{i}", f"{PREFIX}state{i}", value.label()
+            )
+            by_value[value.id] = (carry, input_node(carry.input, value.shape))
+            nodes[carry.input] = by_value[value.id][1]
+            nodes[carry.seed] = input_node(carry.seed, value.shape)
+            nodes[carry.output] = value
+        carry_node = by_value[value.id][1]
+        node.inputs[1] = apply(
+            "add", apply("mul", first, init), apply("mul", rest, carry_node), loc=init.loc
+        )
+    return [c for c, _ in by_value.values()], nodes
+
+
+def _seed_term(seed: Node, state: Node) -> Node:
+    product = apply("mul", seed, state)
+    return apply("sum", product) if product.shape != () else product
+
+
+def build_segment_graph(graph: Graph) -> SegmentGraph:
+    """The segment graph of a model's folded graph (the model's own nodes are not touched)."""
+    axis = time_axis(graph)
+    taken = {name for name in graph.leaves if name.startswith(PREFIX)}
+    if taken:
+        raise _fail(f"the names {sorted(taken)} are reserved for checkpointing; rename them")
+    g = copy_graph(graph)
+    first, inv_steps = input_node(FIRST, ()), input_node(INV_STEPS, ())
+    varying = _depends_on(reachable([g.loss]), axis)
+    loss = _LossRewriter(axis, first, inv_steps, varying)(g.loss)
+    carries, new = _carry_delays(loss, axis, first)
+    for c in carries:
+        new[c.output] = apply("at", new[c.output], axis=axis, index=-1)
+    _refresh_contexts(reachable([loss] + [new[c.output] for c in carries]))
+    total = loss
+    for c in carries:
+        total = apply("add", total, _seed_term(new[c.seed], new[c.output]))
+    states = {c.output: new[c.output] for c in carries}
+    used = {n.id for n in reachable([total, *states.values()])}
+    extra = {FIRST: first, INV_STEPS: inv_steps, **{c.input: new[c.input] for c in carries}}
+    inputs = {**graph.inputs, **{k: v for k, v in extra.items() if v.id in used}}
+    seeds = {c.seed: new[c.seed] for c in carries}
+    name = f"segment({graph.name})"
+    segment = replace(g, name=name, inputs={**inputs, **seeds}, outputs=states, loss=total)
+    # a forward pass takes no targets: the loss graph reads them as inputs
+    loss_inputs = {**inputs, **g.targets}
+    loss_outputs = {**states, SEGMENT_LOSS: loss}
+    loss_graph = replace(
+        g, name=name, inputs=loss_inputs, targets={}, outputs=loss_outputs, loss=None
+    )
+    return SegmentGraph(segment, loss_graph, axis, carries)
+
+
+Builder = Callable[..., Compiled]
+
+
+class SegmentedBPTT:
+    """`forward`, `loss` and `loss_and_grad` like `Compiled`, with BPTT memory bounded by
+    segments of `k` steps (`"auto"`: ceil(sqrt(T)) per call). Loss and gradients equal plain
+    BPTT's up to rounding; the cost is one extra forward pass over the sequence. `build`
+    compiles a graph for the chosen backend and dtype (`model.compile_graph`); `input_grads`
+    as for `Compiled` (True, False or names of inputs)."""
+
+    def __init__(
+        self, graph: Graph, k: int | str, build: Builder, input_grads: bool = True
+    ) -> None:
+        if k != "auto" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise GraphRNNError(f"bptt_checkpoint must be a positive integer or 'auto', not {k!r}")
+        self.graph = graph
+        self.k = k
+        self.input_grads = input_grads
+        self.segment = build_segment_graph(graph)
+        self._build = build
+        user = list(graph.inputs) if input_grads is True else list(input_grads or [])
+        self._user_grads = [n for n in user if n in graph.inputs]
+        wrt = self._user_grads + [c.input for c in self.segment.carries]
+        self.sweep = build(self.segment.graph, input_grads=wrt)
+        self.dtype = self.sweep.dtype
+        self.backend = self.sweep.backend
+        self._plain: Compiled | None = None
+        self._loss_fn: Compiled | None = None
+
+    # ---- the Compiled interface ---------------------------------------------------------
+    def forward(self, params: Mapping, inputs: Mapping) -> dict[str, np.ndarray]:
+        """Every named value over the whole sequence: the plain forward pass (its outputs are
+        O(T) anyway, and it keeps nothing for a backward pass)."""
+        if self._plain is None:
+            self._plain = self._build(self.graph, input_grads=False)
+        return self._plain.forward(params, inputs)
+
+    def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
+        """The loss from a forward sweep over the segments: no gradients, O(k) memory."""
+        if self._loss_fn is None:
+            self._loss_fn = self._build(self.segment.loss_graph, input_grads=False)
+        steps, batch = self._extent(inputs, targets)
+        k = self._k(steps)
+        states = self._zero_states(batch)
+        total = 0.0
+        for start, stop in segments(steps, k):
+            feed = self._feed(inputs, states, start, stop, steps, batch)
+            feed.update(self._slice(targets, start, stop))
+            out = self._loss_fn.forward(params, feed)
+            total += float(np.mean(out[SEGMENT_LOSS], dtype=np.float64))
+            states = [out[c.output] for c in self.segment.carries]
+        return total
+
+    def loss_and_grad(
+        self, params: Mapping, inputs: Mapping, targets: Mapping
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        steps, batch = self._extent(inputs, targets)
+        bounds = segments(steps, self._k(steps))
+        entering = self._boundary_states(params, inputs, bounds, steps, batch)
+        seeds = [np.zeros_like(s) for s in entering[0]]
+        total = 0.0
+        out: dict[str, np.ndarray] = {}
+        for s in reversed(range(len(bounds))):
+            start, stop = bounds[s]
+            feed = self._feed(inputs, entering[s], start, stop, steps, batch, seeds)
+            loss, grads = self.sweep.loss_and_grad(params, feed, self._slice(targets, start, stop))
+            total += loss - self._seed_value(seeds, entering, s)
+            for name in self.graph.params:
+                out[name] = grads[name] + out[name] if name in out else grads[name]
+            for name in self._user_grads:
+                self._add_input_grad(out, name, grads[name], start, stop, steps)
+            seeds = [self._next_seed(grads, c, batch) for c in self.segment.carries]
+        return total, out
+
+    # ---- the sweeps -----------------------------------------------------------------------
+    def _boundary_states(self, params, inputs, bounds, steps: int, batch: int) -> list[list]:
+        """The carried states entering each segment: the only values kept for all of T."""
+        states = self._zero_states(batch)
+        entering = [states]
+        for start, stop in bounds[:-1]:
+            out = self.sweep.forward(params, self._feed(inputs, states, start, stop, steps, batch))
+            states = [out[c.output] for c in self.segment.carries]
+            entering.append(states)
+        return entering
+
+    def _next_seed(self, grads: dict, carry: Carry, batch: int) -> np.ndarray:
+        """The previous segment's seed: the gradient of the mean loss with respect to the
+        state entering this one. Compiled averages the loss over the batch, so the seed term
+        of one example must be B times the adjoint of its state."""
+        return grads[carry.input] * batch
+
+    def _seed_value(self, seeds: list, entering: list, s: int) -> float:
+        """What the seed terms added to segment s's loss: mean over the batch of
+        sum(seed * state leaving s); subtracted so the loss is the model's."""
+        if s + 1 >= len(entering):
+            return 0.0
+        total = 0.0
+        for seed, state in zip(seeds, entering[s + 1]):
+            per_example = np.sum(seed * state, axis=tuple(range(1, seed.ndim)), dtype=np.float64)
+            total += float(np.mean(per_example))
+        return total
+
+    # ---- feeding one segment --------------------------------------------------------------
+    def _k(self, steps: int) -> int:
+        return segment_length(steps) if self.k == "auto" else int(self.k)
+
+    def _zero_states(self, batch: int) -> list[np.ndarray]:
+        shapes = [self.segment.graph.inputs[c.seed].shape for c in self.segment.carries]
+        return [np.zeros((batch, *shape), dtype=self.dtype) for shape in shapes]
+
+    def _feed(self, inputs, states, start, stop, steps, batch, seeds=None) -> dict:
+        declared = self.segment.graph.inputs
+        feed = self._slice({k: v for k, v in inputs.items() if k in self.graph.inputs}, start, stop)
+        flags = {FIRST: 1.0 if start == 0 else 0.0, INV_STEPS: 1.0 / steps}
+        for name, value in flags.items():
+            if name in declared:
+                feed[name] = np.full(batch, value, dtype=self.dtype)
+        for c, state in zip(self.segment.carries, states):
+            if c.input in declared:
+                feed[c.input] = state
+        if seeds is None:
+            seeds = [np.zeros_like(s) for s in states]
+        for c, seed in zip(self.segment.carries, seeds):
+            if c.seed in declared:
+                feed[c.seed] = seed
+        return feed
+
+    def _slice(self, arrays: Mapping, start: int, stop: int) -> dict:
+        """Sequences cut to [start, stop); static data as it is."""
+        leaves = self.graph.leaves
+        out = {}
+        for name, value in arrays.items():
+            node = leaves.get(name)
+            over = node is not None and self.segment.axis in node.axes
+            out[name] = np.asarray(value)[start:stop] if over else value
+        return out
+
+    def _add_input_grad(self, out: dict, name: str, grad, start: int, stop: int, steps: int):
+        """A sequence's gradient is written into its steps of one array allocated once (no
+        list of parts to concatenate: that would hold it twice); a static input's is summed."""
+        if self.segment.axis not in self.graph.inputs[name].axes:
+            out[name] = grad + out[name] if name in out else grad
+            return
+        if name not in out:
+            out[name] = np.empty((steps, *grad.shape[1:]), dtype=grad.dtype)
+        out[name][start:stop] = grad
+
+    def _extent(self, inputs: Mapping, targets: Mapping | None) -> tuple[int, int]:
+        """(T, B) from the sequences given, checked to agree before anything is cut."""
+        lengths: dict[str, tuple[int, int]] = {}
+        for name, value in {**inputs, **(targets or {})}.items():
+            node = self.graph.leaves.get(name)
+            if node is None or self.segment.axis not in node.axes:
+                continue
+            shape = np.shape(value)
+            if len(shape) < 2:
+                raise DataError(f"'{name}' has shape {list(shape)}; expected [t, batch, ...]")
+            lengths[name] = (shape[0], shape[1])
+        if not lengths:
+            raise DataError(f"no input gives the length of axis '{self.segment.axis}'")
+        (first, extent), *rest = lengths.items()
+        for name, other in rest:
+            if other[0] != extent[0]:
+                raise DataError(
+                    f"'{name}' has {other[0]} steps along '{self.segment.axis}', "
+                    f"'{first}' has {extent[0]}"
+                )
+        if extent[0] < 1:
+            raise DataError(f"axis '{self.segment.axis}' has length 0; give at least one step")
+        return extent

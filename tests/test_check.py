@@ -1,0 +1,43 @@
+"""graphrnn/check.py: the gradient check finds a wrong gradient, samples large parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphrnn as gr
+from graphrnn.check import MAX_FULL, gradient_check
+
+ELMAN = Path(__file__).resolve().parents[1] / "models" / "elman.grnn"
+
+
+def test_large_parameters_are_checked_on_the_requested_samples():
+    model = gr.load(ELMAN, I=3, H=24, O=2)  # W: 576 elements, over MAX_FULL
+    assert model.params["W"].size > MAX_FULL
+    results = {r.name: r for r in gradient_check(model, tau=3, batch=2, samples=7)}
+    assert results["W"].checked == 7 and results["W"].total == 576
+    assert results["b"].checked == results["b"].total == 24
+    assert max(r.rel_error for r in results.values()) < 1e-7
+
+
+def test_a_wrong_gradient_is_reported(monkeypatch):
+    model = gr.load(ELMAN, I=3, H=4, O=2)
+    compiled = type(model.compile("reference", "float64"))
+    right = compiled.loss_and_grad
+
+    def wrong(self, params, inputs, targets):
+        loss, grads = right(self, params, inputs, targets)
+        grads["b"] = grads["b"] * 1.01
+        return loss, grads
+
+    monkeypatch.setattr(compiled, "loss_and_grad", wrong)
+    results = {r.name: r for r in gradient_check(model, tau=3, batch=2)}
+    assert results["b"].rel_error > 1e-3 and results["W"].rel_error < 1e-7
+
+
+def test_samples_must_be_positive():
+    with pytest.raises(ValueError, match="samples"):
+        gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=0)
+    assert np.isfinite(gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=1)[0].rel_error)
