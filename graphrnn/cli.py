@@ -61,12 +61,20 @@ def cmd_check(args) -> int:
         raise GraphRNNError(
             f"{args.model}: the model declares no loss, so there is nothing to check"
         )
-    sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
-    print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
     if args.samples < 1:
         raise GraphRNNError(f"--samples must be at least 1, got {args.samples}")
+    if not 0 < args.eps < 1:
+        raise GraphRNNError(f"--eps must be between 0 and 1, got {args.eps}")
+    sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
+    print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
     results = gradient_check(
-        model, args.tau, args.batch, args.seed, _backend(args.backend), samples=args.samples
+        model,
+        args.tau,
+        args.batch,
+        args.seed,
+        _backend(args.backend),
+        eps=args.eps,
+        samples=args.samples,
     )
     worst = 0.0
     for r in results:
@@ -191,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=200,
         help="elements checked in each parameter of over 400 elements (default 200)",
+    )
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=1e-5,
+        help="finite-difference step (default 1e-5; smaller for strongly curved losses)",
     )
     p.set_defaults(run=cmd_check)
 
