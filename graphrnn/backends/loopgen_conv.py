@@ -17,7 +17,9 @@ from graphrnn.backends.loopgen import LoopGen
 from graphrnn.ir.node import Node
 from graphrnn.ir.ops.conv import ConvGeometry, geometry_of
 
-_SCALARS = re.compile(r"\b(cf|cc|oh|ow|ki|kj|ih|iw|qoh|qow|xv|bh|bw|cv)\b")
+_SCALARS = re.compile(
+    r"\b(cf|cc|oh|ow|ki|kj|ih|iw|qoh|qow|xv|bh|bw|cv|wv|ohl|ohh|owl|owh|offoh|offow|cz|hz|wz)\b"
+)
 
 
 def _own_names(lower):
@@ -73,76 +75,102 @@ def _open_source(
 
 
 # ---- convolution -------------------------------------------------------------------------
+# The three convolution templates loop over filters, channels and kernel taps outside and over
+# output rows and columns inside, each tap's valid output range computed once (no bounds test
+# in the inner loop), so the innermost loop runs along a row of the map and vectorises; the
+# form that computed each output element as a sum over its window did not.
+def _tap_range(g: LoopGen, o: str, k: str, geo: ConvGeometry, d: int, size: int, out: int):
+    """`off{o} = k * dilation - pad`, and `{o}l`, `{o}h`: the outputs whose tap k lies inside
+    the input (0 <= o * stride + off < size), as a half-open range."""
+    stride, dilation, pad = geo.stride[d], geo.dilation[d], geo.padding[d]
+    g.emit(f"off{o} = {k} * {dilation} - {pad}")
+    g.emit(f"{o}l = max(0, -(off{o} // {stride}))")
+    g.emit(f"{o}h = min({out}, ({size - 1} - off{o}) // {stride} + 1)")
+
+
+def _at(o: str, stride: int) -> str:
+    """Input coordinate of output `o` under the current tap."""
+    return f"{o} + off{o}" if stride == 1 else f"{o} * {stride} + off{o}"
+
+
+def _open_taps(g: LoopGen, geo: ConvGeometry, in_shape, out_shape) -> None:
+    """Loops over the kernel taps, each followed by its valid output range."""
+    (kh, kw), (_, h, wd), (_, ho, wo) = geo.kernel, in_shape, out_shape
+    g.open(f"for ki in range({kh}):")
+    _tap_range(g, "oh", "ki", geo, 0, h, ho)
+    g.open(f"for kj in range({kw}):")
+    _tap_range(g, "ow", "kj", geo, 1, wd, wo)
+
+
+def _zero(g: LoopGen, n: Node) -> None:
+    c, h, wd = n.shape
+    g.open(f"for cz in range({c}):")
+    g.open(f"for hz in range({h}):")
+    g.open(f"for wz in range({wd}):")
+    _write(g, n, ["cz", "hz", "wz"], "ZERO")
+    g.close(3)
+
+
 @_own_names
 def lower_conv2d(g: LoopGen, n: Node) -> None:
+    """out[f, oh, ow] += w[f, c, i, j] * x[c, tap row, tap column], tap by tap."""
     x, w = n.inputs
     geo = geometry_of(n)
-    c, h, wd = x.shape
-    f, ho, wo = n.shape
-    kh, kw = geo.kernel
+    c, f = x.shape[0], n.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
+    _zero(g, n)
     g.open(f"for cf in range({f}):")
-    g.open(f"for oh in range({ho}):")
-    g.open(f"for ow in range({wo}):")
-    g.emit("acc = 0.0")
     g.open(f"for cc in range({c}):")
-    g.open(f"for ki in range({kh}):")
-    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
-    g.open(f"for kj in range({kw}):")
-    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
-    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])} * {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
-    g.close(5)
-    _write(g, n, ["cf", "oh", "ow"], "acc")
-    g.close(opened + 3)
+    _open_taps(g, geo, x.shape, n.shape)
+    g.emit(f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
+    g.open("for oh in range(ohl, ohh):")
+    g.emit(f"ih = {_at('oh', geo.stride[0])}")
+    g.open("for ow in range(owl, owh):")
+    source = g.ref(x, ["cc", "ih", _at("ow", geo.stride[1])])
+    g.emit(f"{g.ref(n, ['cf', 'oh', 'ow'])} += wv * {source}")
+    g.close(opened + 6)
 
 
 @_own_names
 def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
-    """dx[c, y, x] = sum over the (f, oh, ow, i, j) whose window tap (i, j) reads (y, x)."""
+    """dx[c, tap row, tap column] += w[f, c, i, j] * g[f, oh, ow]: the forward's scatter."""
     gy, w = n.inputs
     geo = geometry_of(n)
-    f, ho, wo = gy.shape
-    c, h, wd = n.shape
-    kh, kw = geo.kernel
+    f, c = gy.shape[0], n.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
-    g.open(f"for cc in range({c}):")
-    g.open(f"for ih in range({h}):")
-    g.open(f"for iw in range({wd}):")
-    g.emit("acc = 0.0")
-    g.open(f"for ki in range({kh}):")
-    inner = 1 + _open_source(g, "oh", "ih", "ki", ho, geo, 0)
-    g.open(f"for kj in range({kw}):")
-    inner += 1 + _open_source(g, "ow", "iw", "kj", wo, geo, 1)
+    _zero(g, n)
     g.open(f"for cf in range({f}):")
-    g.emit(f"acc += {g.ref(gy, ['cf', 'oh', 'ow'])} * {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
-    g.close(inner + 1)
-    _write(g, n, ["cc", "ih", "iw"], "acc")
-    g.close(opened + 3)
+    g.open(f"for cc in range({c}):")
+    _open_taps(g, geo, n.shape, gy.shape)
+    g.emit(f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
+    g.open("for oh in range(ohl, ohh):")
+    g.emit(f"ih = {_at('oh', geo.stride[0])}")
+    g.open("for ow in range(owl, owh):")
+    target = g.ref(n, ["cc", "ih", _at("ow", geo.stride[1])])
+    g.emit(f"{target} += wv * {g.ref(gy, ['cf', 'oh', 'ow'])}")
+    g.close(opened + 6)
 
 
 @_own_names
 def lower_conv2d_weight_grad(g: LoopGen, n: Node) -> None:
-    """dw[f, c, i, j] = sum_{oh, ow} x[c, tap] * g[f, oh, ow], per example."""
+    """dw[f, c, i, j] = sum over the tap's valid outputs of x[c, tap] * g[f, oh, ow]."""
     x, gy = n.inputs
     geo = geometry_of(n)
-    c, h, wd = x.shape
-    f, ho, wo = gy.shape
-    kh, kw = geo.kernel
+    c, f = x.shape[0], gy.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
     g.open(f"for cf in range({f}):")
     g.open(f"for cc in range({c}):")
-    g.open(f"for ki in range({kh}):")
-    g.open(f"for kj in range({kw}):")
-    g.emit("acc = 0.0")
-    g.open(f"for oh in range({ho}):")
-    _open_tap(g, "ih", "oh", "ki", h, geo, 0)
-    g.open(f"for ow in range({wo}):")
-    _open_tap(g, "iw", "ow", "kj", wd, geo, 1)
-    g.emit(f"acc += {g.ref(x, ['cc', 'ih', 'iw'])} * {g.ref(gy, ['cf', 'oh', 'ow'])}")
-    g.close(4)
+    _open_taps(g, geo, x.shape, gy.shape)
+    g.emit("acc = ZERO")
+    g.open("for oh in range(ohl, ohh):")
+    g.emit(f"ih = {_at('oh', geo.stride[0])}")
+    g.open("for ow in range(owl, owh):")
+    source = g.ref(x, ["cc", "ih", _at("ow", geo.stride[1])])
+    g.emit(f"acc += {source} * {g.ref(gy, ['cf', 'oh', 'ow'])}")
+    g.close(2)
     _write(g, n, ["cf", "cc", "ki", "kj"], "acc")
     g.close(opened + 4)
 

@@ -176,3 +176,32 @@ def test_convolutional_recurrence_matches_reference():
     logits = apply("global_avgpool", conv.maxpool2d(last, 2, stride=1, padding=1))
     fast = compare(make_graph(x, y, logits, [wx, wh], axes=("t",)), 2, 4, forward=False)
     assert "for t_t in range(S_t - 1, -1, -1):" in fast.executor.source(fast.adjoint)
+
+
+# (kernel, stride, padding, dilation) per axis; chosen so that some taps have an empty or
+# clipped range of valid outputs: padding beyond the kernel's reach, strides that skip input
+# rows, a 1x1 kernel, dilation 3 on a short axis.
+AWKWARD = [
+    ((3, 2), (3, 1), (4, 0), (1, 2)),
+    ((1, 1), (2, 3), (0, 1), (1, 1)),
+    ((2, 3), (1, 2), (1, 3), (3, 1)),
+]
+
+
+def test_conv_templates_clip_every_tap_like_the_reference():
+    """conv2d, its input gradient and its weight gradient at awkward geometries, all in one
+    graph (one compile): the tap-outer templates compute each tap's valid output range."""
+    x = input_node("x", (2, 7, 6))
+    y = input_node("y", (2,), role="target")
+    outputs, ws = {}, []
+    for k, (kernel, stride, padding, dilation) in enumerate(AWKWARD):
+        geometry = {"stride": stride, "padding": padding, "dilation": dilation}
+        w = param(f"w{k}", (3, 2) + kernel)
+        ws.append(w)
+        out = conv.conv2d(x, w, **geometry)
+        outputs[f"conv{k}"] = out
+        outputs[f"back{k}"] = apply("conv2d_input_grad", out, w, input_hw=(7, 6), **geometry)
+        outputs[f"kernel{k}"] = apply("conv2d_weight_grad", x, out, kernel=kernel, **geometry)
+    pooled = [apply("global_avgpool", outputs[f"conv{k}"]) for k in range(len(AWKWARD))]
+    logits = apply("slice", apply("add", apply("add", *pooled[:2]), pooled[2]), start=0, stop=2)
+    compare(make_graph(x, y, logits, ws, **outputs), batch=2)
