@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import graphrnn as gr
 from graphrnn.check import random_data
 from graphrnn.dsl import parse_file
+from tests.test_unroll import examples
 
 # The SpatialRNN classifier is compared at its own reduced sizes in tests/test_spatial_rnn.py
 # (its whole network is a minute or more of Numba compilation; once is enough).
@@ -94,3 +96,22 @@ def test_compile_time_does_not_depend_on_sequence_length():
         fast.loss_and_grad(model.params, inputs, targets)
     assert fast.executor.source(fast.adjoint) == source
     assert len(fast.executor.kernels) == 1
+
+
+@settings(max_examples=4, deadline=None)
+@given(ex=examples())
+def test_numba_matches_reference_on_random_cells(ex):
+    """Random cells (tests/test_unroll.py): LSTM-like, feedback, backward, two-step lags, both
+    directions, losses per step or from h(end); each draw compiles its own kernels."""
+    inputs, targets = {"x": ex.data["x"]}, {"y": ex.data["y"]}
+    reference = ex.model.compile("reference", dtype="float64")
+    fast = ex.model.compile("numba", dtype="float64")
+    expected, actual = reference.forward(ex.params, inputs), fast.forward(ex.params, inputs)
+    for name in expected:
+        assert_close(actual[name], expected[name], 1e-10, f"forward {name}")
+    loss0, grads0 = reference.loss_and_grad(ex.params, inputs, targets)
+    loss1, grads1 = fast.loss_and_grad(ex.params, inputs, targets)
+    assert_close(loss1, loss0, 1e-10, "loss")
+    assert set(grads1) == set(grads0)
+    for name in grads0:
+        assert_close(grads1[name], grads0[name], 1e-10, f"gradient of {name}")
