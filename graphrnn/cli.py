@@ -94,22 +94,33 @@ def cmd_predict(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from graphrnn.train.session import TrainConfig, run
+    from graphrnn.train.session import TrainConfig, run, task_defaults
+
+    task = args.task or ("faces" if args.data else None)
+    if task is None:
+        raise GraphRNNError(
+            "give --task (adding, digits, chars, faces, digit_images), or --data DIR for faces"
+        )
+    defaults = task_defaults(task)
+
+    def option(name: str):
+        value = getattr(args, name)
+        return defaults[name] if value is None else value
 
     config = TrainConfig(
         model=args.model,
-        task=args.task,
+        task=task,
         sizes=_sizes(args.dim),
         epochs=args.epochs,
-        batch=args.batch,
-        optimizer=args.optimizer,
-        lr=args.lr,
+        batch=option("batch"),
+        optimizer=option("optimizer"),
+        lr=option("lr"),
         momentum=args.momentum,
-        weight_decay=args.weight_decay,
+        weight_decay=option("weight_decay"),
         clip=args.clip or None,
         backend=_backend(args.backend),
         dtype=args.dtype,
-        out=args.out or f"runs/{Path(args.model).stem}-{args.task}",
+        out=args.out or f"runs/{Path(args.model).stem}-{task}",
         resume=args.resume,
         seed=args.seed,
         steps=args.steps,
@@ -210,13 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a built-in task")
     _common(p)
-    p.add_argument("--task", required=True, help="adding | digits | chars | faces | digit_images")
+    p.add_argument(
+        "--task",
+        help="adding | digits | chars | faces | digit_images (default with --data: faces)",
+    )
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--optimizer", default="adam", help="sgd | momentum | adam")
-    p.add_argument("--lr", type=float, help="learning rate (adam: 0.01; sgd/momentum: 0.01)")
+    p.add_argument("--batch", type=int, help="batch size (default 32; faces: 128)")
+    p.add_argument("--optimizer", help="sgd | momentum | adam (default adam; faces: momentum)")
+    p.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, help="default 0; faces: 0.0005")
     p.add_argument("--clip", type=float, default=1.0, help="clip gradients by global norm (0: off)")
     p.add_argument("--backend", default="numba", choices=["reference", "numba", "cupy", "auto"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])

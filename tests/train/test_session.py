@@ -85,3 +85,35 @@ def test_sample_from_a_missing_checkpoint(tmp_path, capsys):
 def test_bad_dim_option(bad, capsys):
     assert main(["check", str(ROOT / "models/elman.grnn"), "--dim", bad]) == 2
     assert "--dim expects NAME=INTEGER" in capsys.readouterr().err
+
+
+def _captured_config(monkeypatch, args):
+    """The TrainConfig `graphrnn train ARGS` would run (the run itself is replaced)."""
+    import graphrnn.train.session as session
+
+    seen = []
+    monkeypatch.setattr(session, "run", lambda config: (seen.append(config), (None, {}))[1])
+    assert main(args) == 0
+    return seen[0]
+
+
+def test_data_folder_alone_trains_faces_with_the_seeds_settings(tmp_path, monkeypatch):
+    model = str(ROOT / "models/spatial_rnn_sex.grnn")
+    config = _captured_config(monkeypatch, ["train", model, "--data", str(tmp_path)])
+    assert config.task == "faces" and config.data == str(tmp_path)
+    assert (config.optimizer, config.lr, config.momentum) == ("momentum", 0.01, 0.9)
+    assert (config.weight_decay, config.batch) == (0.0005, 128)
+    given = ["train", model, "--data", str(tmp_path), "--batch", "16", "--optimizer", "adam"]
+    config = _captured_config(monkeypatch, given)
+    assert (config.batch, config.optimizer, config.weight_decay) == (16, "adam", 0.0005)
+
+
+def test_other_tasks_keep_adam_at_batch_32(monkeypatch):
+    args = ["train", str(ROOT / "models/lstm_classifier.grnn"), "--task", "digits"]
+    config = _captured_config(monkeypatch, args)
+    assert (config.optimizer, config.batch, config.weight_decay) == ("adam", 32, 0.0)
+
+
+def test_train_without_task_or_data_is_a_clear_error(capsys):
+    assert main(["train", str(ROOT / "models/lstm.grnn")]) == 2
+    assert "give --task" in capsys.readouterr().err
