@@ -93,13 +93,23 @@ def _at(o: str, stride: int) -> str:
     return f"{o} + off{o}" if stride == 1 else f"{o} * {stride} + off{o}"
 
 
-def _open_taps(g: LoopGen, geo: ConvGeometry, in_shape, out_shape) -> None:
-    """Loops over the kernel taps, each followed by its valid output range."""
-    (kh, kw), (_, h, wd), (_, ho, wo) = geo.kernel, in_shape, out_shape
+def _tap_loops(g: LoopGen, geo: ConvGeometry, image, out_map, per_tap: str) -> str:
+    """Open the loops every convolution template shares: filters cf and channels cc of
+    `out_map` [F, ...] and `image` [C, ...], the kernel taps (`per_tap` is emitted once per
+    tap), the tap's valid output rows (with the image row `ih`) and columns. Returns the image
+    column of the current output column; six levels are left open."""
+    (kh, kw), (c, h, wd), (f, ho, wo) = geo.kernel, image, out_map
+    g.open(f"for cf in range({f}):")
+    g.open(f"for cc in range({c}):")
     g.open(f"for ki in range({kh}):")
     _tap_range(g, "oh", "ki", geo, 0, h, ho)
     g.open(f"for kj in range({kw}):")
     _tap_range(g, "ow", "kj", geo, 1, wd, wo)
+    g.emit(per_tap)
+    g.open("for oh in range(ohl, ohh):")
+    g.emit(f"ih = {_at('oh', geo.stride[0])}")
+    g.open("for ow in range(owl, owh):")
+    return _at("ow", geo.stride[1])
 
 
 def _zero(g: LoopGen, n: Node) -> None:
@@ -115,20 +125,12 @@ def _zero(g: LoopGen, n: Node) -> None:
 def lower_conv2d(g: LoopGen, n: Node) -> None:
     """out[f, oh, ow] += w[f, c, i, j] * x[c, tap row, tap column], tap by tap."""
     x, w = n.inputs
-    geo = geometry_of(n)
-    c, f = x.shape[0], n.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
     _zero(g, n)
-    g.open(f"for cf in range({f}):")
-    g.open(f"for cc in range({c}):")
-    _open_taps(g, geo, x.shape, n.shape)
-    g.emit(f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
-    g.open("for oh in range(ohl, ohh):")
-    g.emit(f"ih = {_at('oh', geo.stride[0])}")
-    g.open("for ow in range(owl, owh):")
-    source = g.ref(x, ["cc", "ih", _at("ow", geo.stride[1])])
-    g.emit(f"{g.ref(n, ['cf', 'oh', 'ow'])} += wv * {source}")
+    weight = f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}"
+    column = _tap_loops(g, geometry_of(n), x.shape, n.shape, weight)
+    g.emit(f"{g.ref(n, ['cf', 'oh', 'ow'])} += wv * {g.ref(x, ['cc', 'ih', column])}")
     g.close(opened + 6)
 
 
@@ -136,20 +138,12 @@ def lower_conv2d(g: LoopGen, n: Node) -> None:
 def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
     """dx[c, tap row, tap column] += w[f, c, i, j] * g[f, oh, ow]: the forward's scatter."""
     gy, w = n.inputs
-    geo = geometry_of(n)
-    f, c = gy.shape[0], n.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
     _zero(g, n)
-    g.open(f"for cf in range({f}):")
-    g.open(f"for cc in range({c}):")
-    _open_taps(g, geo, n.shape, gy.shape)
-    g.emit(f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}")
-    g.open("for oh in range(ohl, ohh):")
-    g.emit(f"ih = {_at('oh', geo.stride[0])}")
-    g.open("for ow in range(owl, owh):")
-    target = g.ref(n, ["cc", "ih", _at("ow", geo.stride[1])])
-    g.emit(f"{target} += wv * {g.ref(gy, ['cf', 'oh', 'ow'])}")
+    weight = f"wv = {g.ref(w, ['cf', 'cc', 'ki', 'kj'])}"
+    column = _tap_loops(g, geometry_of(n), n.shape, gy.shape, weight)
+    g.emit(f"{g.ref(n, ['cc', 'ih', column])} += wv * {g.ref(gy, ['cf', 'oh', 'ow'])}")
     g.close(opened + 6)
 
 
@@ -157,19 +151,10 @@ def lower_conv2d_input_grad(g: LoopGen, n: Node) -> None:
 def lower_conv2d_weight_grad(g: LoopGen, n: Node) -> None:
     """dw[f, c, i, j] = sum over the tap's valid outputs of x[c, tap] * g[f, oh, ow]."""
     x, gy = n.inputs
-    geo = geometry_of(n)
-    c, f = x.shape[0], gy.shape[0]
     g.alloc(n)
     opened = g.lead_loops(n)
-    g.open(f"for cf in range({f}):")
-    g.open(f"for cc in range({c}):")
-    _open_taps(g, geo, x.shape, gy.shape)
-    g.emit("acc = ZERO")
-    g.open("for oh in range(ohl, ohh):")
-    g.emit(f"ih = {_at('oh', geo.stride[0])}")
-    g.open("for ow in range(owl, owh):")
-    source = g.ref(x, ["cc", "ih", _at("ow", geo.stride[1])])
-    g.emit(f"acc += {source} * {g.ref(gy, ['cf', 'oh', 'ow'])}")
+    column = _tap_loops(g, geometry_of(n), x.shape, gy.shape, "acc = ZERO")
+    g.emit(f"acc += {g.ref(x, ['cc', 'ih', column])} * {g.ref(gy, ['cf', 'oh', 'ow'])}")
     g.close(2)
     _write(g, n, ["cf", "cc", "ki", "kj"], "acc")
     g.close(opened + 4)
