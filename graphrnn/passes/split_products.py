@@ -21,7 +21,7 @@ W^T g that the second rewrite splits).
 from __future__ import annotations
 
 from graphrnn.ir.graph import Graph, reachable
-from graphrnn.ir.node import STATIC, Node
+from graphrnn.ir.node import Node
 from graphrnn.ir.registry import apply
 from graphrnn.passes._common import (
     Actual,
@@ -35,14 +35,11 @@ from graphrnn.passes._common import (
     summarize,
     users,
 )
-
-
-def _static_matrix(node: Node) -> bool:
-    return node.context == STATIC and node.shape is not None and len(node.shape) == 2
+from graphrnn.passes.gemm_merge import is_static_matrix, transposed
 
 
 def _in_loop_product(n: Node, loops: dict) -> bool:
-    return n.op == "matmul" and _static_matrix(n.inputs[0]) and loops.get(n.id) is not None
+    return n.op == "matmul" and is_static_matrix(n.inputs[0]) and loops.get(n.id) is not None
 
 
 def _split_columns(n: Node, loops: dict) -> Node | None:
@@ -65,8 +62,7 @@ def _split_columns(n: Node, loops: dict) -> Node | None:
 
 
 def _row_block(a: Node, start: int, stop: int) -> Node:
-    inner = a.inputs[0] if a.op == "transpose" else apply("transpose", a)
-    return apply("transpose", apply("slice", inner, start=start, stop=stop))
+    return apply("transpose", apply("slice", transposed(a), start=start, stop=stop))
 
 
 def _split_rows(n: Node, consumers: list[Node], loops: dict, roots: set[int]) -> dict:
