@@ -50,11 +50,6 @@ INV_STEPS = PREFIX + "inv_steps"
 SEGMENT_LOSS = PREFIX + "loss"
 ADVICE = "compile without bptt_checkpoint (train without --bptt-checkpoint)"
 
-# Ops through which the loss stays linear in its operands, so a sum over segments of the op
-# applied to each segment's part is the op applied to the whole.
-_LINEAR = frozenset({"add", "sub", "neg", "sum", "mean", "expand", "broadcast", "reduce_to"})
-_LINEAR |= {"slice", "concat"}
-
 
 def segment_length(steps: int) -> int:
     """The k that balances T/k stored states against k steps of recomputed intermediates:
@@ -184,7 +179,7 @@ class _LossRewriter:
             if node.attrs["kind"] == "mean":
                 return apply("mul", total, self.inv_steps)
             return total
-        if node.op in _LINEAR:
+        if self._per_step_linear(node):
             return apply(node.op, *map(self, node.inputs), **node.attrs)
         if node.op in ("mul", "div"):
             a, b = node.inputs
@@ -195,6 +190,11 @@ class _LossRewriter:
             if node.op == "div" and b.id not in self.varying:
                 return apply("div", self(a), b)
         raise _fail(self._why(node), node)
+
+    def _per_step_linear(self, node: Node) -> bool:
+        """Linear and not along the cut axis: the op of the segments' parts, summed over the
+        segments, is the op of the whole (an op along t would see one segment only)."""
+        return OPS[node.op].linear and node.attrs.get("axis") != self.axis
 
     def _why(self, node: Node) -> str:
         reads = [n for n in reachable([node]) if n.op == "at" and n.attrs["axis"] == self.axis]
@@ -221,7 +221,7 @@ def _refresh_contexts(nodes: list[Node]) -> None:
     while changed:
         changed = False
         for node in nodes:
-            if node.op in ("input", "param", "alias"):
+            if OPS[node.op].leaf:
                 continue
             rule = OPS[node.op]
             contexts = [i.context for i in node.inputs]

@@ -47,7 +47,24 @@ ContextRule = Callable[..., Context]
 
 @dataclass
 class Op:
-    """One primitive. `evaluate(env, node, *arrays)` works on aligned arrays (see node.py)."""
+    """One primitive. `evaluate(env, node, *arrays)` works on aligned arrays (see node.py).
+
+    Facts about the op, read by the passes and backends instead of lists of op names:
+      elementwise     it has a `scalar` formula, applied to each element (fused by backends)
+      linear          linear in all its operands together: f(a x + b y) = a f(x) + b f(y)
+      linear_in       operand positions it is linear in with the others fixed: a zero there
+                      gives a zero
+      commutative     its two operands can be swapped without changing the result, exactly
+      leaf            bound by the backend (or stands for a later value): never rewritten
+      whole_array     computed for the whole buffer at once, outside any loop (a constant, a
+                      size), never a per-element loop of its own
+      materialises    its reference evaluation builds an array of the node's own stored
+                      context, whatever its operands vary over
+      along_axes      works along the index axes or widens the context (delay, at, sums and
+                      expansions over t, broadcast): its value depends on sizes bound at run time
+      reads_in_place  its kernel reads its operands element by element, so a sliced operand
+                      is read in place at shifted indices instead of copied
+    """
 
     name: str
     shape: ShapeRule
@@ -57,6 +74,14 @@ class Op:
     context: ContextRule | None = None
     elementwise: bool = False
     scalar: str | None = None
+    linear: bool = False
+    linear_in: tuple[int, ...] = ()
+    commutative: bool = False
+    leaf: bool = False
+    whole_array: bool = False
+    materialises: bool = False
+    along_axes: bool = False
+    reads_in_place: bool = False
 
 
 OPS: dict[str, Op] = {}
@@ -71,11 +96,37 @@ def register(
     arity: int | None,
     context: ContextRule | None = None,
     scalar: str | None = None,
+    linear: bool = False,
+    linear_in: tuple[int, ...] = (),
+    commutative: bool = False,
+    leaf: bool = False,
+    whole_array: bool = False,
+    materialises: bool = False,
+    along_axes: bool = False,
+    reads_in_place: bool = False,
 ) -> Op:
     """`scalar` is the elementwise formula, e.g. "tanh({0})", that every compiled backend
         expands into its fused loops, written with + - * /, max, conditional expressions and the
-    functions tanh, exp, log and sqrt, which every backend provides."""
-    op = Op(name, shape, evaluate, vjp, arity, context, scalar is not None, scalar)
+    functions tanh, exp, log and sqrt, which every backend provides. The other keywords are
+    the facts documented on `Op`."""
+    op = Op(
+        name,
+        shape,
+        evaluate,
+        vjp,
+        arity,
+        context,
+        elementwise=scalar is not None,
+        scalar=scalar,
+        linear=linear,
+        linear_in=linear_in,
+        commutative=commutative,
+        leaf=leaf,
+        whole_array=whole_array,
+        materialises=materialises,
+        along_axes=along_axes,
+        reads_in_place=reads_in_place,
+    )
     OPS[name] = op
     return op
 

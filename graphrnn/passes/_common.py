@@ -27,12 +27,10 @@ from graphrnn.ir.node import Context, Node
 from graphrnn.ir.ops.leaf import const
 from graphrnn.ir.registry import OPS, ShapeMismatch, union_context
 
-# Ops whose nodes are bound by the backend (or stand for a later value): never rewritten.
-LEAF_OPS = frozenset({"input", "param", "alias"})
-
 
 def is_leaf(node: Node) -> bool:
-    return node.op in LEAF_OPS
+    """Bound by the backend (or standing for a later value): never rewritten."""
+    return OPS[node.op].leaf
 
 
 def node_count(graph: Graph) -> int:
@@ -251,10 +249,6 @@ def loop_of(graph: Graph) -> dict[int, int | None]:
 
 
 # ---- actual contexts ---------------------------------------------------------------------
-# Ops whose reference evaluation builds an array of the node's own stored context.
-MATERIALIZING = frozenset({"delay", "expand_axis", "edge_fill", "place", "broadcast"})
-
-
 def actual_context(op: str, inputs: list[Context], attrs) -> Context | None:
     """The context of the reference interpreter's array for an op outside any recurrence,
     given its operands' actual contexts; mirrors the ops' `evaluate`. None for an op with a
@@ -288,7 +282,7 @@ class Actual:
             self.table[node.id] = self._of(node, self.loops.get(node.id) is not None)
 
     def _of(self, node: Node, in_loop: bool) -> Context | None:
-        if in_loop or is_leaf(node) or not node.inputs or node.op in MATERIALIZING:
+        if in_loop or is_leaf(node) or not node.inputs or OPS[node.op].materialises:
             return node.context
         acts = [self.table.get(i.id) for i in node.inputs]
         if any(a is None for a in acts):
@@ -319,13 +313,13 @@ class Actual:
         """Whether `node` read `inputs` keeps its actual context. A materializing op always
         does; any other must give the same context from its operands alone (so that it
         would, even if the new operands took it out of a recurrence)."""
-        if node.op in MATERIALIZING:
+        if OPS[node.op].materialises:
             return True
         return self.rule(node.op, inputs, node.attrs) == self(node)
 
     def rule(self, op: str, inputs: list[Node], attrs) -> Context | None:
         """The actual context an op would have with these operands (outside recurrences)."""
-        if op in MATERIALIZING:
+        if OPS[op].materialises:
             return None
         acts = [self(i) for i in inputs]
         if any(a is None for a in acts):

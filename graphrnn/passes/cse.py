@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import Node
+from graphrnn.ir.registry import OPS
 from graphrnn.passes._common import (
     Unhashable,
     attrs_key,
@@ -31,7 +32,6 @@ from graphrnn.passes._common import (
     resolve,
 )
 
-COMMUTATIVE = frozenset({"add", "mul"})
 MAX_SWEEPS = 100
 
 
@@ -44,7 +44,7 @@ def node_key(node: Node):
     except Unhashable:
         return None
     ids = tuple(i.id for i in node.inputs)
-    if node.op in COMMUTATIVE:
+    if OPS[node.op].commutative:
         ids = tuple(sorted(ids))
     return (node.op, ids, attrs, node.shape, node.context.axes, node.context.batched)
 

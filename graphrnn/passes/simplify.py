@@ -47,7 +47,7 @@ import numpy as np
 from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import STATIC, Node
 from graphrnn.ir.ops.leaf import const
-from graphrnn.ir.registry import OPS, EvalEnv, apply
+from graphrnn.ir.registry import OPS, EvalEnv, Op, apply
 from graphrnn.passes._common import (
     Actual,
     copy_graph,
@@ -65,59 +65,8 @@ from graphrnn.passes._common import (
 MAX_SWEEPS = 50
 FOLD_MAX_ELEMENTS = 1 << 16
 
-# Ops linear in their (only) operand: of a zero they give a zero. (Names of ops another
-# module registers, e.g. the convolution family, are harmless when it is absent.)
-LINEAR_UNARY = frozenset(
-    {
-        "neg",
-        "broadcast",
-        "avgpool2d",
-        "avgpool2d_grad",
-        "global_avgpool",
-        "channel_sum",
-        "channel_expand",
-        "batch_mean_per_channel",
-        "transpose",
-        "slice",
-        "pad",
-        "sum",
-        "mean",
-        "expand",
-        "reduce_to",
-        "reduce_axis",
-        "expand_axis",
-        "edge_sum",
-        "edge_fill",
-        "at",
-        "place",
-        "batch_mean",
-    }
-)
-# Ops linear in every operand: a zero operand gives a zero.
-MULTILINEAR = frozenset(
-    {"mul", "matmul", "outer", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"}
-)
-# Ops linear in their last operand (the first only selects): a zero there gives a zero.
-LINEAR_IN_LAST = frozenset({"maxpool2d_grad", "maxpool2d_gather"})
-# Ops never folded: leaves, sizes bound at run time, ops on the index axes.
-NO_FOLD = frozenset(
-    {
-        "input",
-        "param",
-        "alias",
-        "const",
-        "batch_size",
-        "axis_size",
-        "delay",
-        "edge_sum",
-        "edge_fill",
-        "place",
-        "at",
-        "expand_axis",
-        "reduce_axis",
-        "broadcast",
-    }
-)
+# Labels of the zero rules for which "op(0) -> 0" / "op with 0 -> 0" would read badly.
+_ZERO_RULES = {"mul": "x*0 -> 0", "div": "0/x -> 0"}
 
 
 def simplify(graph: Graph, *, inplace: bool = False) -> tuple[Graph, list[str]]:
@@ -191,21 +140,16 @@ class _Rewriter:
             return resolve(repl, n.inputs[k])
 
         # ---- zeros -------------------------------------------------------------------
-        if op in LINEAR_UNARY and is_zero(xs[0]):
-            return f"{op}(0) -> 0", self.zero(node.shape)
-        if op in MULTILINEAR and any(is_zero(x) for x in xs):
-            return ("x*0 -> 0" if op == "mul" else f"{op} with 0 -> 0"), self.zero(node.shape)
-        if op in LINEAR_IN_LAST and is_zero(xs[-1]):
-            return f"{op} with 0 -> 0", self.zero(node.shape)
-        if op == "div" and is_zero(xs[0]):
-            return "0/x -> 0", self.zero(node.shape)
+        facts = OPS[op]
+        if any(is_zero(xs[k]) for k in facts.linear_in):
+            return _zero_rule(op, len(xs)), self.zero(node.shape)
         if op == "concat" and all(is_zero(x) for x in xs):
             return "concat(0..) -> 0", self.zero(node.shape)
         if op == "delay" and is_zero(xs[0]) and is_zero(xs[1]):
             return "delay(0,0) -> 0", self.zero(node.shape)
 
         # ---- constant folding --------------------------------------------------------
-        if xs and op not in NO_FOLD and all(x.op == "const" for x in xs):
+        if xs and _foldable(facts) and all(x.op == "const" for x in xs):
             folded = self.fold(node, xs)
             if folded is not None:
                 return "const fold", folded
@@ -247,7 +191,7 @@ class _Rewriter:
             y = xs[0]
             if y.op == "neg":
                 return "neg(neg(x)) -> x", arg(y)
-            if y.op in LINEAR_UNARY and arg(y).op == "neg":
+            if _linear_unary(OPS[y.op]) and arg(y).op == "neg":
                 return f"neg({y.op}(neg(x))) -> {y.op}(x)", self.make(y.op, arg(arg(y)), **y.attrs)
         elif op == "transpose":
             if xs[0].op == "transpose":
@@ -331,6 +275,20 @@ class _Rewriter:
         folded = const(float(first), node.shape)
         self.fresh.add(folded.id)
         return folded
+
+
+def _zero_rule(op: str, arity: int) -> str:
+    return _ZERO_RULES.get(op) or (f"{op}(0) -> 0" if arity == 1 else f"{op} with 0 -> 0")
+
+
+def _linear_unary(facts: Op) -> bool:
+    return facts.linear and facts.arity == 1
+
+
+def _foldable(facts: Op) -> bool:
+    """Leaves, whole-array values (constants, sizes bound at run time) and ops along the index
+    axes are never folded."""
+    return not (facts.leaf or facts.whole_array or facts.along_axes)
 
 
 def _maybe(rule: str, node: Node | None) -> tuple[str, Node] | None:

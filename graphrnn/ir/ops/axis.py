@@ -72,6 +72,10 @@ register(
     vjp=_delay_vjp,
     arity=2,
     context=_delay_context,
+    linear=True,
+    materialises=True,
+    along_axes=True,
+    reads_in_place=True,
 )
 
 
@@ -111,6 +115,10 @@ register(
     vjp=lambda n, g: [apply("edge_fill", g, **n.attrs)],
     arity=1,
     context=_drop_axis,
+    linear=True,
+    linear_in=(0,),
+    along_axes=True,
+    reads_in_place=True,
 )
 register(
     "edge_fill",
@@ -119,6 +127,11 @@ register(
     vjp=lambda n, g: [apply("edge_sum", g, **n.attrs)],
     arity=1,
     context=_add_axis,
+    linear=True,
+    linear_in=(0,),
+    materialises=True,
+    along_axes=True,
+    reads_in_place=True,
 )
 
 
@@ -150,6 +163,10 @@ register(
     vjp=_reduce_axis_vjp,
     arity=1,
     context=_drop_axis,
+    linear=True,
+    linear_in=(0,),
+    along_axes=True,
+    reads_in_place=True,
 )
 register(
     "expand_axis",
@@ -158,6 +175,11 @@ register(
     vjp=lambda n, g: [apply("reduce_axis", g, axis=n.attrs["axis"], kind="sum")],
     arity=1,
     context=_add_axis,
+    linear=True,
+    linear_in=(0,),
+    materialises=True,
+    along_axes=True,
+    reads_in_place=True,
 )
 
 
@@ -189,6 +211,10 @@ register(
     vjp=lambda n, g: [apply("place", g, **n.attrs)],
     arity=1,
     context=_drop_axis,
+    linear=True,
+    linear_in=(0,),
+    along_axes=True,
+    reads_in_place=True,
 )
 register(
     "place",
@@ -197,6 +223,11 @@ register(
     vjp=lambda n, g: [apply("at", g, **n.attrs)],
     arity=1,
     context=_add_axis,
+    linear=True,
+    linear_in=(0,),
+    materialises=True,
+    along_axes=True,
+    reads_in_place=True,
 )
 
 
@@ -213,6 +244,9 @@ register(
     vjp=lambda n, g: [apply("div", g, apply("batch_size")) if n.inputs[0].batched else g],
     arity=1,
     context=lambda contexts: Context(contexts[0].axes, False),
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -227,6 +261,7 @@ register(
     vjp=None,
     arity=0,
     context=lambda contexts: STATIC,
+    whole_array=True,
 )
 register(
     "axis_size",
@@ -235,4 +270,5 @@ register(
     vjp=None,
     arity=0,
     context=lambda contexts, axis: STATIC,
+    whole_array=True,
 )

@@ -219,7 +219,15 @@ def _conv2d_vjp(node, g):
     ]
 
 
-register("conv2d", shape=_conv2d_shape, evaluate=_conv2d_eval, vjp=_conv2d_vjp, arity=2)
+register(
+    "conv2d",
+    shape=_conv2d_shape,
+    evaluate=_conv2d_eval,
+    vjp=_conv2d_vjp,
+    arity=2,
+    linear_in=(0, 1),
+    reads_in_place=True,
+)
 
 
 def _input_grad_shape(shapes, *, input_hw=None, **attrs):
@@ -266,6 +274,8 @@ register(
     evaluate=_input_grad_eval,
     vjp=_input_grad_vjp,
     arity=2,
+    linear_in=(0, 1),
+    reads_in_place=True,
 )
 
 
@@ -308,6 +318,8 @@ register(
     evaluate=_weight_grad_eval,
     vjp=_weight_grad_vjp,
     arity=2,
+    linear_in=(0, 1),
+    reads_in_place=True,
 )
 
 
@@ -352,6 +364,7 @@ register(
     evaluate=_maxpool_eval,
     vjp=lambda n, g: [apply("maxpool2d_grad", n.inputs[0], g, **_pool_attrs(n))],
     arity=1,
+    reads_in_place=True,
 )
 
 
@@ -390,6 +403,8 @@ register(
     evaluate=_maxpool_grad_eval,
     vjp=lambda n, u: [None, apply("maxpool2d_gather", n.inputs[0], u, **_pool_attrs(n))],
     arity=2,
+    linear_in=(1,),
+    reads_in_place=True,
 )
 
 
@@ -416,6 +431,8 @@ register(
     evaluate=_gather_eval,
     vjp=lambda n, g: [None, apply("maxpool2d_grad", n.inputs[0], g, **_pool_attrs(n))],
     arity=2,
+    linear_in=(1,),
+    reads_in_place=True,
 )
 
 
@@ -432,6 +449,9 @@ register(
         apply("avgpool2d_grad", g, input_hw=tuple(n.inputs[0].shape[1:]), **_pool_attrs(n))
     ],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -448,6 +468,9 @@ register(
     evaluate=_avgpool_grad_eval,
     vjp=lambda n, u: [apply("avgpool2d", u, **_pool_attrs(n))],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -468,6 +491,9 @@ register(
     evaluate=lambda env, node, x: x.mean(axis=(-2, -1)),
     vjp=_global_avgpool_vjp,
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 register(
     "channel_sum",
@@ -477,6 +503,9 @@ register(
         apply("channel_expand", g, height=n.inputs[0].shape[1], width=n.inputs[0].shape[2])
     ],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -499,6 +528,9 @@ register(
     evaluate=_channel_expand_eval,
     vjp=lambda n, g: [apply("channel_sum", g)],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -522,6 +554,9 @@ register(
     vjp=_batch_mean_vjp,
     arity=1,
     context=lambda contexts: Context(contexts[0].axes, False),
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 

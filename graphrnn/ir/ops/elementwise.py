@@ -33,7 +33,7 @@ def _trailing(node, arrays):
     ]
 
 
-def unary(name, fn, scalar, vjp):
+def unary(name, fn, scalar, vjp, **facts):
     register(
         name,
         shape=_unary_shape,
@@ -41,10 +41,11 @@ def unary(name, fn, scalar, vjp):
         vjp=vjp,
         arity=1,
         scalar=scalar,
+        **facts,
     )
 
 
-def binary(name, fn, scalar, vjp):
+def binary(name, fn, scalar, vjp, **facts):
     register(
         name,
         shape=_binary_shape,
@@ -52,6 +53,7 @@ def binary(name, fn, scalar, vjp):
         vjp=vjp,
         arity=2,
         scalar=scalar,
+        **facts,
     )
 
 
@@ -63,7 +65,7 @@ def _sigmoid(x):
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
 
-unary("neg", np.negative, "(-{0})", lambda n, g: [apply("neg", g)])
+unary("neg", np.negative, "(-{0})", lambda n, g: [apply("neg", g)], linear=True, linear_in=(0,))
 unary("exp", np.exp, "exp({0})", lambda n, g: [apply("mul", g, n)])
 unary("log", np.log, "log({0})", lambda n, g: [apply("div", g, n.inputs[0])])
 unary("sqrt", np.sqrt, "sqrt({0})", lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
@@ -82,13 +84,15 @@ unary(
 )
 unary("step", lambda x: (x > 0).astype(x.dtype), "(1.0 if {0} > 0.0 else 0.0)", lambda n, g: [None])
 
-binary("add", np.add, "({0} + {1})", lambda n, g: [g, g])
-binary("sub", np.subtract, "({0} - {1})", lambda n, g: [g, apply("neg", g)])
+binary("add", np.add, "({0} + {1})", lambda n, g: [g, g], linear=True, commutative=True)
+binary("sub", np.subtract, "({0} - {1})", lambda n, g: [g, apply("neg", g)], linear=True)
 binary(
     "mul",
     np.multiply,
     "({0} * {1})",
     lambda n, g: [apply("mul", g, n.inputs[1]), apply("mul", g, n.inputs[0])],
+    linear_in=(0, 1),
+    commutative=True,
 )
 binary(
     "div",
@@ -98,4 +102,5 @@ binary(
         apply("div", g, n.inputs[1]),
         apply("neg", apply("div", apply("mul", g, n), n.inputs[1])),
     ],
+    linear_in=(0,),
 )

@@ -130,6 +130,8 @@ def _attrs(node: Node) -> dict:
     }
 
 
+# Both ops are linear too, but are not flagged `linear`: simplify would then start folding
+# their zero operands, a rewrite it does not do today.
 register(
     "patches",
     shape=_patches_shape,
@@ -137,6 +139,7 @@ register(
     vjp=lambda n, g: [apply("grid", g, **_attrs(n))],
     arity=1,
     context=_patches_context,
+    reads_in_place=True,
 )
 register(
     "grid",
@@ -145,6 +148,7 @@ register(
     vjp=lambda n, g: [apply("patches", g, **_attrs(n))],
     arity=1,
     context=_grid_context,
+    reads_in_place=True,
 )
 
 

@@ -21,9 +21,9 @@ def _never(env, node, *arrays):
     raise RuntimeError(f"leaf '{node.label()}' must be bound by the backend, not evaluated")
 
 
-register("input", shape=_leaf_shape, evaluate=_never, vjp=None, arity=0)
-register("param", shape=_leaf_shape, evaluate=_never, vjp=None, arity=0)
-register("alias", shape=_leaf_shape, evaluate=_never, vjp=None, arity=None)
+register("input", shape=_leaf_shape, evaluate=_never, vjp=None, arity=0, leaf=True)
+register("param", shape=_leaf_shape, evaluate=_never, vjp=None, arity=0, leaf=True)
+register("alias", shape=_leaf_shape, evaluate=_never, vjp=None, arity=None, leaf=True)
 
 
 def _const_eval(env, node, *arrays):
@@ -37,7 +37,7 @@ def _const_shape(shapes, **attrs):
     return attrs["shape"]
 
 
-register("const", shape=_const_shape, evaluate=_const_eval, vjp=None, arity=0)
+register("const", shape=_const_shape, evaluate=_const_eval, vjp=None, arity=0, whole_array=True)
 
 
 def input_node(name: str, shape, axes=(), loc: Loc | None = None, role: str = "input") -> Node:

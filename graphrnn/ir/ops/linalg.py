@@ -33,6 +33,7 @@ register(
         apply("matmul", apply("transpose", n.inputs[0]), g),
     ],
     arity=2,
+    linear_in=(0, 1),
 )
 
 
@@ -52,6 +53,7 @@ register(
         apply("matmul", apply("transpose", g), n.inputs[0]),
     ],
     arity=2,
+    linear_in=(0, 1),
 )
 
 
@@ -68,4 +70,7 @@ register(
     evaluate=lambda env, node, a: np.swapaxes(a, -1, -2),
     vjp=lambda n, g: [apply("transpose", g)],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )

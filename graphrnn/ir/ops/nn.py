@@ -30,6 +30,7 @@ register(
     evaluate=lambda env, node, x: np.exp(_log_softmax(x)),
     vjp=lambda n, g: [apply("mul", n, apply("sub", g, apply("sum", apply("mul", g, n))))],
     arity=1,
+    reads_in_place=True,
 )
 register(
     "log_softmax",
@@ -39,6 +40,7 @@ register(
         apply("sub", g, apply("mul", apply("softmax", n.inputs[0]), apply("sum", g)))
     ],
     arity=1,
+    reads_in_place=True,
 )
 
 
@@ -61,6 +63,7 @@ register(
     evaluate=lambda env, node, o, y: -(y * _log_softmax(o)).sum(axis=-1),
     vjp=_xent_vjp,
     arity=2,
+    reads_in_place=True,
 )
 
 
@@ -76,4 +79,5 @@ register(
     evaluate=lambda env, node, o, y: ((o - y) ** 2).mean(axis=-1),
     vjp=_mse_vjp,
     arity=2,
+    reads_in_place=True,
 )

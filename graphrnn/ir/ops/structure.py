@@ -35,7 +35,15 @@ def _concat_vjp(node, g):
     return grads
 
 
-register("concat", shape=_concat_shape, evaluate=_concat_eval, vjp=_concat_vjp, arity=None)
+register(
+    "concat",
+    shape=_concat_shape,
+    evaluate=_concat_eval,
+    vjp=_concat_vjp,
+    arity=None,
+    linear=True,
+    reads_in_place=True,
+)
 
 
 def _slice_shape(shapes, *, start, stop):
@@ -58,6 +66,9 @@ register(
         )
     ],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -79,6 +90,9 @@ register(
         apply("slice", g, start=n.attrs["before"], stop=n.attrs["before"] + n.inputs[0].shape[-1])
     ],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -92,6 +106,9 @@ register(
     evaluate=lambda env, node, x: x.sum(axis=_per_example_axes(node)),
     vjp=lambda n, g: [apply("expand", g, shape=n.inputs[0].shape)],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 register(
     "mean",
@@ -105,6 +122,9 @@ register(
         )
     ],
     arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -120,7 +140,16 @@ def _expand_eval(env, node, x):
     return np.broadcast_to(x, x.shape[: x.ndim - len(node.shape)] + node.shape)
 
 
-register("expand", shape=_expand_shape, evaluate=_expand_eval, vjp=lambda n, g: [g], arity=1)
+register(
+    "expand",
+    shape=_expand_shape,
+    evaluate=_expand_eval,
+    vjp=lambda n, g: [g],
+    arity=1,
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
+)
 
 
 def _reduce_to_shape(shapes, *, context, shape):
@@ -149,6 +178,9 @@ register(
     context=lambda contexts, *, context, shape: Context(
         contexts[0].axes & context.axes, contexts[0].batched and context.batched
     ),
+    linear=True,
+    linear_in=(0,),
+    reads_in_place=True,
 )
 
 
@@ -167,4 +199,9 @@ register(
     vjp=lambda n, g: [g],
     arity=1,
     context=lambda contexts, *, context: contexts[0].union(context),
+    linear=True,
+    linear_in=(0,),
+    materialises=True,
+    along_axes=True,
+    reads_in_place=True,
 )
