@@ -9,8 +9,7 @@ loss, grads = fn.loss_and_grad(model.params, {"x": x}, {"y": y})
 from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.ir import ops as _ops  # noqa: F401  (registers the primitives)
 from graphrnn.model import Model, load, loads
-
-__version__ = "0.1.0"
+from graphrnn.version import __version__ as __version__  # re-exported
 
 
 def render(model, unroll: int | None = None, path: str | None = None, **kwargs):

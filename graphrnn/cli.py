@@ -27,8 +27,8 @@ def _sizes(pairs: list[str] | None) -> dict[str, int]:
 
 
 def _load(args, fill_sizes: bool = False):
-    import graphrnn as gr
     from graphrnn.dsl import parse_file
+    from graphrnn.model import load
 
     sizes = _sizes(args.dim)
     if fill_sizes:
@@ -38,7 +38,7 @@ def _load(args, fill_sizes: bool = False):
             for p in models[0].params:
                 if p.name not in sizes and p.default is None:
                     sizes[p.name] = DEFAULT_SIZE
-    return gr.load(args.model, seed=args.seed, **sizes)
+    return load(args.model, seed=args.seed, **sizes)
 
 
 def cmd_render(args) -> int:

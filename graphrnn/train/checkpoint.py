@@ -19,26 +19,19 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from graphrnn.errors import DataError, GraphRNNError
+from graphrnn.version import __version__
 
 FORMAT = "graphrnn-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
 _ZIP_MAGIC = b"PK\x03\x04"
 _START_OVER = "delete it and resume from an earlier checkpoint, or train without resume"
-
-
-def _graphrnn_version() -> str:
-    try:
-        return metadata.version("graphrnn")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _json_default(value: Any) -> Any:
@@ -53,7 +46,7 @@ def _json_default(value: Any) -> Any:
 
 def _encode_meta(meta: Mapping[str, Any]) -> str:
     record = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION}
-    record.setdefault("graphrnn_version", _graphrnn_version())
+    record.setdefault("graphrnn_version", __version__)
     try:
         return json.dumps(record, default=_json_default, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:

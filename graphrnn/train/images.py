@@ -158,13 +158,13 @@ def predict(checkpoint: str | Path, paths) -> list[tuple[str, dict[str, float]]]
     running statistics saved in the checkpoint, so each image is classified on its own (the
     same alone or among others). A checkpoint written before running statistics were kept
     falls back, with a warning, to normalising the given images together as one batch."""
-    import graphrnn as gr
+    from graphrnn.model import load
     from graphrnn.train.checkpoint import load_checkpoint
 
     params, _, meta, state = load_checkpoint(checkpoint, with_state=True)
     if "classes" not in meta or "image_size" not in meta:
         raise DataError(f"{checkpoint} is not a checkpoint of an image task (faces, digit_images)")
-    model = gr.load(meta["model"], **meta["sizes"])
+    model = load(meta["model"], **meta["sizes"])
     mode = "eval"
     if model.state and not state:
         warnings.warn(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import graphrnn as gr
 from graphrnn.errors import DataError
+from graphrnn.model import load
 from graphrnn.train.checkpoint import load_checkpoint
 
 
@@ -25,7 +25,7 @@ def sample_text(path: str, length: int, prime: str, temperature: float, seed: in
     unknown = sorted(set(prime) - set(index))
     if unknown:
         raise DataError(f"the prime text has characters not in the vocabulary: {unknown!r}")
-    model = gr.load(meta["model"], **meta["sizes"])
+    model = load(meta["model"], **meta["sizes"])
     fn = model.compile("numba", dtype="float64")
     rng = np.random.default_rng(seed)
     states = {

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-import graphrnn as gr
 from graphrnn.compiled import Compiled
 from graphrnn.errors import GraphRNNError
+from graphrnn.model import load
 from graphrnn.running_stats import update_state
 from graphrnn.train import datasets
 from graphrnn.train.loop import History, train
@@ -72,7 +72,7 @@ def run(config: TrainConfig) -> tuple[History, dict]:
         datasets.get_task(config.task)
         raise GraphRNNError(f"task {config.task!r} cannot be trained from the command line")
     prepared = prepare(config)
-    model = gr.load(config.model, seed=config.seed, **prepared.sizes)
+    model = load(config.model, seed=config.seed, **prepared.sizes)
     fn = model.compile(
         config.backend,
         dtype=config.dtype,
