@@ -69,11 +69,11 @@ class Model:
         """Forward and loss_and_grad functions for one backend and dtype.
 
         `bptt_checkpoint=k` (or "auto" for k ~ sqrt(T)) bounds BPTT memory by keeping only the
-        states at every k-th step and recomputing the rest (graphrnn/segmented.py).
+        states at every k-th step and recomputing the rest (graphrnn/segmented/).
         `mode="eval"` compiles `eval_graph()`: batch norms use the running statistics."""
         graph = self.graph if mode == "train" else self.eval_graph(mode)
         if bptt_checkpoint is not None:
-            from graphrnn.segmented import SegmentedBPTT
+            from graphrnn.segmented.driver import SegmentedBPTT
 
             def build(graph: Graph, **extra) -> Compiled:
                 return compile_graph(graph, backend, dtype, **{**options, **extra})

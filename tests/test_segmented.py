@@ -16,7 +16,8 @@ import pytest
 import graphrnn as gr
 from graphrnn.check import random_data
 from graphrnn.cli import build_parser, main
-from graphrnn.segmented import SegmentedBPTT, build_segment_graph, segment_length, segments
+from graphrnn.segmented.driver import SegmentedBPTT, segment_length, segments
+from graphrnn.segmented.rewrite import build_segment_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"I": 3, "H": 4, "O": 3}
