@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 BUFFER = re.compile(r"\bv\d+\b")
 SIZE = re.compile(r"\b(?:S_\w+|B)\b")
-LOCAL = re.compile(r"\b(?:s\d+|(?:acc|mx|se|lse|src|d|mt)_\d+)\b")
+# Locals are printed as <name>_<node number> (numba_program._NestNames).
+LOCAL = re.compile(r"\b[a-z][a-z0-9]*_\d+\b")
 DEFINITION = re.compile(r"^\s*(v\d+) = ")
 DEFAULT_BUDGET = 150
 
@@ -102,7 +103,7 @@ def _renumber(lines: list[str], canonical: dict[str, str]) -> list[str]:
     def rename_local(m: re.Match) -> str:
         name = m.group(0)
         if name not in local:
-            stem = "s" if name[1:].isdigit() else name.split("_")[0] + "_"
+            stem = name.rsplit("_", 1)[0] + "_"
             local[name] = f"{stem}{counts.get(stem, 0)}"
             counts[stem] = counts.get(stem, 0) + 1
         return local[name]

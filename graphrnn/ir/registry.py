@@ -64,6 +64,9 @@ class Op:
                       expansions over t, broadcast): its value depends on sizes bound at run time
       reads_in_place  its kernel reads its operands element by element, so a sliced operand
                       is read in place at shifted indices instead of copied
+
+    `kernel(node)` gives the op's loop nests (graphrnn/loopnest.py), which both compiled
+    backends print; it is attached by the op family's module in graphrnn/kernels/.
     """
 
     name: str
@@ -82,6 +85,7 @@ class Op:
     materialises: bool = False
     along_axes: bool = False
     reads_in_place: bool = False
+    kernel: Callable | None = None
 
 
 OPS: dict[str, Op] = {}

@@ -31,20 +31,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import graphrnn as gr
+from graphrnn.backends.cuda_c import TranslationError, literal, scalar_c, translate
 from graphrnn.backends.cuda_source import (
     GEMM_MIN_STEP,
     Fill,
     Launch,
     MatVec,
     StepLoop,
-    TranslationError,
     WeightGrad,
     build_program,
     kernel_sources,
-    literal,
     module_source,
-    scalar_c,
-    translate,
 )
 from graphrnn.dsl import parse_file
 from graphrnn.ir.registry import OPS
@@ -408,7 +405,7 @@ def program_of(name: str, graph="adj", dtype="float64", **sizes):
     return build_program(optimised_graphs(model)[graph], dtype)
 
 
-def test_products_with_parameters_become_gemms_like_loopgen():
+def test_products_with_parameters_become_gemms_like_on_the_cpu():
     """The input projection over all steps is a GEMM; the per-step recurrent product is a
     GEMM or a kernel, chosen per call by batch * rows * cols; parameter gradients are GEMMs
     over steps and batch."""

@@ -1,0 +1,137 @@
+"""The Numba backend's own kernels, where its algorithm differs from graphrnn/kernels/:
+products and transposes that go to BLAS (numba's np.dot) or to a contiguous copy, small
+per-step products written as sums of rows, parameter gradients as one GEMM, and the
+whole-array fills of constants and sizes.
+
+Each entry of `OWN` prints the node and returns True, or returns False to leave it to the
+op's shared kernel.
+"""
+
+from __future__ import annotations
+
+from graphrnn.backends.numba_printer import NumbaPrinter
+from graphrnn.backends.planning import BLAS_MIN_STEP, blas_product, is_static_matrix
+from graphrnn.ir.node import Node
+from graphrnn.ir.registry import OPS
+from graphrnn.kernels import linalg
+from graphrnn.kernels.common import per_example
+
+
+def computes_per_example(g: NumbaPrinter, n: Node) -> bool:
+    """True if the node is printed as a nest over its (step, example) points, so that it can
+    share those loops with its neighbours; False for library calls on whole arrays."""
+    if OPS[n.op].whole_array or n.id in g.virtual:
+        return False
+    if n.op == "matmul":
+        return not blas_product(n, g.axes, g.fixed)
+    if n.op == "transpose":
+        return not is_static_matrix(n)
+    if n.op == "reduce_to":
+        return n.inputs[0].id not in g.virtual
+    return True
+
+
+def matmul(g: NumbaPrinter, n: Node) -> bool:
+    """A BLAS GEMM in bulk; in a recurrence BLAS or loops, chosen per call by the work per
+    step; otherwise loops."""
+    a, v = n.inputs
+    m, k = a.shape
+    if not blas_product(n, g.axes, g.fixed):
+        _loops(g, n)
+        return True
+    at = f"{g.buf(a)}.reshape(({m}, {k})).T"
+    if not g.fixed:
+        g.allocated.add(n.id)
+        flat = f"{g.buf(v)}.reshape((-1, {k}))"
+        g.emit(f"{g.buf(n)} = np.dot({flat}, {at}).reshape({g.alloc_shape(n)})")
+        return True
+    t = next(iter(g.fixed.values()))
+    g.alloc(n)
+    g.open(f"if B * {m * k} >= {BLAS_MIN_STEP}:")
+    g.emit(f"np.dot({g.buf(v)}[{t}], {at}, {g.buf(n)}[{t}])")
+    g.close()
+    g.open("else:")
+    _loops(g, n)
+    g.close()
+    return True
+
+
+def _loops(g: NumbaPrinter, n: Node) -> None:
+    """A small product as loops. With the matrix readable transposed (row e1 contiguous in
+    e0) it is a sum of scaled rows, out += A^T[e1, :] * v[e1], which vectorises over the
+    outputs; a dot product per output (the shared kernel) would end every row in a horizontal
+    reduction, about six times slower for a 128 x 32 product on these machines."""
+    a, v = n.inputs
+    m, k = a.shape
+    b = per_example(n)
+    column = _transposed_reader(g, b, a)
+    if column is None:
+        g.print_nests(linalg.matmul(n))
+        return
+    with b.loop("e0", m) as e0:
+        b.store(n, [e0], "ZERO")
+    with b.loop("e1", k) as e1:
+        d = b.let("d", b.ref(v, [e1]))
+        with b.loop("e0", m) as e0:
+            b.store(n, [e0], f"{column(e1, e0)} * {d}", "+=")
+    g.print_nest(b.nest)
+
+
+def _transposed_reader(g: NumbaPrinter, b, a: Node):
+    """A function (row, col) -> an element of A^T, if A^T is in memory row by row: A is the
+    transpose of a static matrix, or the loop made a transposed copy (LoopGen)."""
+    if a.op == "transpose" and is_static_matrix(a.inputs[0]):
+        inner = a.inputs[0]
+        return lambda r, c: b.ref(inner, [r, c])
+    if a.id in g.transposed:
+        name = g.transposed[a.id]
+        return lambda r, c: f"{name}[{r}, {c}]"
+    return None
+
+
+def transpose(g: NumbaPrinter, n: Node) -> bool:
+    """A static matrix is transposed once, as one contiguous copy."""
+    if not is_static_matrix(n):
+        return False
+    (m, k), src = n.shape, g.buf(n.inputs[0])
+    g.allocated.add(n.id)
+    t = f"np.ascontiguousarray({src}.reshape(({k}, {m})).T)"
+    g.emit(f"{g.buf(n)} = {t}.reshape({g.alloc_shape(n)})")
+    return True
+
+
+def outer(g: NumbaPrinter, n: Node) -> bool:
+    """An outer product only summed into a gradient is never formed (see reduce_to)."""
+    return n.id in g.virtual
+
+
+def reduce_to(g: NumbaPrinter, n: Node) -> bool:
+    """sum over steps and batch of outer(a, b) = A^T B with A = a as [T*B, m], B likewise."""
+    (x,) = n.inputs
+    if x.id not in g.virtual:
+        return False
+    a, b = x.inputs
+    m, k = x.shape
+    g.allocated.add(n.id)
+    g.emit(
+        f"{g.buf(n)} = np.dot({g.buf(a)}.reshape((-1, {m})).T, "
+        f"{g.buf(b)}.reshape((-1, {k}))).reshape({g.alloc_shape(n)})"
+    )
+    return True
+
+
+def _fill(g: NumbaPrinter, n: Node, value: str) -> bool:
+    g.alloc(n)
+    g.emit(f"{g.buf(n)}[...] = {value}")
+    return True
+
+
+OWN = {
+    "matmul": matmul,
+    "transpose": transpose,
+    "outer": outer,
+    "reduce_to": reduce_to,
+    "const": lambda g, n: _fill(g, n, repr(n.attrs["value"])),
+    "batch_size": lambda g, n: _fill(g, n, "B"),
+    "axis_size": lambda g, n: _fill(g, n, f"S_{n.attrs['axis']}"),
+}
