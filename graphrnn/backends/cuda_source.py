@@ -44,6 +44,7 @@ from graphrnn.backends.planning import (
     nodes_of,
     runs,
     slice_views,
+    summed_outer,
 )
 from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Node
@@ -489,11 +490,10 @@ def _matmul(g: CudaGen, n: Node) -> bool:
 
 
 def _reduce_to(g: CudaGen, n: Node) -> bool:
-    (x,) = n.inputs
-    if x.id not in g.virtual:
+    gemm = summed_outer(n, g.virtual)
+    if gemm is None:
         return False
-    a, b = x.inputs
-    m, k = x.shape
+    a, b, m, k = gemm
     g.add(WeightGrad(n.id, a.id, b.id, m, k), n)
     return True
 

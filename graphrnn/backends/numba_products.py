@@ -10,7 +10,12 @@ op's shared kernel.
 from __future__ import annotations
 
 from graphrnn.backends.numba_printer import NumbaPrinter
-from graphrnn.backends.planning import BLAS_MIN_STEP, blas_product, is_static_matrix
+from graphrnn.backends.planning import (
+    BLAS_MIN_STEP,
+    blas_product,
+    is_static_matrix,
+    summed_outer,
+)
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import OPS
 from graphrnn.kernels import linalg
@@ -107,11 +112,10 @@ def outer(g: NumbaPrinter, n: Node) -> bool:
 
 def reduce_to(g: NumbaPrinter, n: Node) -> bool:
     """sum over steps and batch of outer(a, b) = A^T B with A = a as [T*B, m], B likewise."""
-    (x,) = n.inputs
-    if x.id not in g.virtual:
+    gemm = summed_outer(n, g.virtual)
+    if gemm is None:
         return False
-    a, b = x.inputs
-    m, k = x.shape
+    a, b, m, k = gemm
     g.allocated.add(n.id)
     g.emit(
         f"{g.buf(n)} = np.dot({g.buf(a)}.reshape((-1, {m})).T, "

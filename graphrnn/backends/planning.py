@@ -79,6 +79,17 @@ def gemm_gradients(items, users, root_ids: set[int]) -> set[int]:
     return virtual
 
 
+def summed_outer(n: Node, virtual: set[int]) -> tuple[Node, Node, int, int] | None:
+    """For a reduce_to lowered as one GEMM (see gemm_gradients): the outer product's operands
+    a [.., m] and b [.., k], and m, k; else None."""
+    (x,) = n.inputs
+    if x.id not in virtual:
+        return None
+    a, b = x.inputs
+    m, k = x.shape
+    return a, b, m, k
+
+
 def reads_in_place(op: str) -> bool:
     """Whether the op's kernel reads its operands element by element (so a slice operand
     needs no buffer of its own)."""
