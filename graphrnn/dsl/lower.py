@@ -16,54 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from graphrnn.dsl import ast
+from graphrnn.dsl import ast, expressions
 from graphrnn.dsl.builtins import Builtin, is_builtin
+from graphrnn.dsl.scope import Axis, Frame, Scope, as_node, integer, positive, where
 from graphrnn.errors import CausalityError, DSLError, GraphRNNError, Loc, ShapeError
 from graphrnn.initializers import INITIALIZERS
 from graphrnn.ir.graph import Graph, resolve_aliases
 from graphrnn.ir.node import Context, Node
 from graphrnn.ir.ops.leaf import bind, const, input_node, param_node, placeholder
 from graphrnn.ir.registry import apply
-
-
-@dataclass(frozen=True)
-class Axis:
-    name: str
-
-
-@dataclass
-class Frame:
-    """Where an expression is lowered: its scope, loop variables and the equation it is in."""
-
-    scope: Scope
-    bindings: dict[str, object]
-    equation: str | None = None
-    call_name: str | None = None
-
-
-@dataclass
-class Scope:
-    """The names of one model body or one definition call."""
-
-    lowerer: Lowerer
-    prefix: str
-    values: dict[str, object] = field(default_factory=dict)
-    equations: dict[str, tuple[ast.Equation, dict]] = field(default_factory=dict)
-    inits: dict[str, tuple[ast.Equation, dict]] = field(default_factory=dict)
-    lowered: dict[str, Node] = field(default_factory=dict)
-    placeholders: dict[str, Node] = field(default_factory=dict)
-    index_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    assigned_later: set[str] = field(default_factory=set)
-    busy: set[str] = field(default_factory=set)
-    hidden_axes: frozenset[str] = frozenset()
-    delays: dict[tuple, Node] = field(default_factory=dict)
-    result: object = None
-
-    def qualified(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
 
 MODES = ("train", "eval")
 
@@ -133,10 +95,10 @@ class Lowerer:
         bound: dict[str, int] = {}
         for p in model.params:
             if p.name in sizes:
-                bound[p.name] = _positive(sizes[p.name], p.name, p.loc)
+                bound[p.name] = positive(sizes[p.name], p.name, p.loc)
             elif p.default is not None:
                 value = self.eval(p.default, Frame(Scope(self, ""), dict(bound)))
-                bound[p.name] = _positive(value, p.name, p.loc)
+                bound[p.name] = positive(value, p.name, p.loc)
             else:
                 raise DSLError(
                     f"model {model.name} needs the size {p.name}: give it, e.g. "
@@ -177,8 +139,8 @@ class Lowerer:
         for stmt in body:
             if isinstance(stmt, ast.For):
                 frame = Frame(scope, bindings)
-                start = _integer(self.eval(stmt.start, frame), "loop start", stmt.start.loc)
-                stop = _integer(self.eval(stmt.stop, frame), "loop end", stmt.stop.loc)
+                start = integer(self.eval(stmt.start, frame), "loop start", stmt.start.loc)
+                stop = integer(self.eval(stmt.stop, frame), "loop end", stmt.stop.loc)
                 for k in range(start, stop + 1):
                     flat.extend(self._flatten(scope, stmt.body, {**bindings, stmt.var: k}))
             else:
@@ -275,12 +237,12 @@ class Lowerer:
         return (expr.id, args)
 
     def dims(self, exprs, frame: Frame) -> tuple[int, ...]:
-        return tuple(_positive(self.eval(e, frame), "a size", e.loc) for e in exprs)
+        return tuple(positive(self.eval(e, frame), "a size", e.loc) for e in exprs)
 
     def target_name(self, target: ast.Target, frame: Frame) -> str:
         if target.subscript is None:
             return target.name
-        k = _integer(self.eval(target.subscript, frame), "a subscript", target.subscript.loc)
+        k = integer(self.eval(target.subscript, frame), "a subscript", target.subscript.loc)
         return f"{target.name}[{k}]"
 
     # ---- equations -------------------------------------------------------------------
@@ -306,7 +268,7 @@ class Lowerer:
             value = self.eval(stmt.value, frame)
         finally:
             scope.busy.discard(name)
-        value = self._fit_equation(scope, name, stmt, _as_node(value, stmt.value.loc), axes)
+        value = self._fit_equation(scope, name, stmt, as_node(value, stmt.value.loc), axes)
         if value.name is not None or value.op in ("input", "param", "alias", "const"):
             value = apply("add", value, const(0.0), name=scope.qualified(name), loc=stmt.loc)
         else:
@@ -362,7 +324,7 @@ class Lowerer:
                 f"add `{name}(0) = ...` (e.g. zeros(n)) for the value outside the sequence",
             )
         stmt, bindings = scope.inits[name]
-        value = _as_node(self.eval(stmt.value, Frame(scope, bindings, equation=name)), stmt.loc)
+        value = as_node(self.eval(stmt.value, Frame(scope, bindings, equation=name)), stmt.loc)
         if value.axes - scope.hidden_axes:
             raise DSLError(f"the initial value of '{name}' must not vary over an axis", stmt.loc)
         if value.name is None:
@@ -372,8 +334,6 @@ class Lowerer:
 
     # ---- expressions -----------------------------------------------------------------
     def eval(self, expr, frame: Frame):
-        from graphrnn.dsl import expressions
-
         return expressions.evaluate(self, expr, frame)
 
     def lookup(self, name: str, frame: Frame, loc: Loc):
@@ -391,8 +351,8 @@ class Lowerer:
         if is_builtin(name):
             return Builtin(name)
         if name in scope.assigned_later:
-            raise DSLError(f"'{name}' is used before it is assigned", loc, _in(frame))
-        raise DSLError(f"unknown name '{name}'", loc, _in(frame))
+            raise DSLError(f"'{name}' is used before it is assigned", loc, where(frame))
+        raise DSLError(f"unknown name '{name}'", loc, where(frame))
 
     def new_prefix(self, scope: Scope, hint: str | None, func: str) -> str:
         base = hint or func
@@ -420,40 +380,6 @@ def _is_init(stmt: ast.Equation) -> bool:
 def _axes_text(stmt: ast.Equation, offset: int) -> str:
     names = [e.id if isinstance(e, ast.Name) else "?" for e in stmt.index]
     return ", ".join([f"{names[0]}{offset:+d}"] + names[1:]) if names else "t-1"
-
-
-def _in(frame: Frame) -> str | None:
-    return f"in the equation for '{frame.equation}'" if frame.equation else None
-
-
-def _as_node(value, loc: Loc) -> Node:
-    if isinstance(value, Node):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return const(float(value), loc=loc)
-    raise DSLError(f"expected a value, got {_describe(value)}", loc)
-
-
-def _describe(value) -> str:
-    if isinstance(value, Axis):
-        return f"the axis '{value.name}'"
-    if isinstance(value, Builtin):
-        return f"the function '{value.name}'"
-    if isinstance(value, ast.FuncDef):
-        return f"the definition '{value.name}'"
-    return type(value).__name__
-
-
-def _integer(value, what: str, loc: Loc) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DSLError(f"{what} must be an integer, got {_describe(value)}", loc)
-    return value
-
-
-def _positive(value, what: str, loc: Loc | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DSLError(f"{what} must be a positive integer, got {value!r}", loc)
-    return value
 
 
 __all__ = ["MODES", "lower_model", "Lowerer", "Axis", "Frame", "Scope"]
