@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from graphrnn.autodiff import grad
-from graphrnn.compiled import Compiled
+from graphrnn.compiled import Compiled, check_fixed_steps
 from graphrnn.dsl import parse, parse_file
 from graphrnn.dsl.lower import MODES, lower_model
-from graphrnn.errors import GraphRNNError
+from graphrnn.errors import DSLError, GraphRNNError
 from graphrnn.initializers import initialize
 from graphrnn.ir.graph import Graph
+from graphrnn.memory import check_fits, elements
 from graphrnn.running_stats import initial_state
 from graphrnn.schedule import schedule
 from graphrnn.unroll import unroll
@@ -52,11 +53,23 @@ class Model:
         return self.graph.name
 
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
-        """Fresh parameters drawn from each parameter's declared initialiser."""
-        return {
-            name: initialize(name, node.shape, node.attrs["init"], seed)
-            for name, node in self.graph.params.items()
-        }
+        """Fresh parameters drawn from each parameter's declared initialiser; sizes whose
+        parameters cannot fit in memory are refused with the figure before drawing."""
+        params = self.graph.params
+        check_fits(
+            f"the parameters of model '{self.name}'",
+            {_param_label(n, p): elements(p.shape) * 8 for n, p in params.items()},
+            f"use smaller sizes (now {', '.join(f'{k}={v}' for k, v in self.sizes.items())})",
+        )
+        result = {}
+        for name, node in params.items():
+            try:
+                result[name] = initialize(name, node.shape, node.attrs["init"], seed)
+            except DSLError:
+                raise
+            except GraphRNNError as e:
+                raise DSLError(str(e), node.loc) from None
+        return result
 
     def compile(
         self,
@@ -85,8 +98,9 @@ class Model:
     def unroll(self, tau: int | dict[str, int]) -> Graph:
         """The explicit acyclic graph for `tau` steps (or a length per axis)."""
         sizes = tau if isinstance(tau, dict) else {a: tau for a in self.graph.axes}
-        if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
             raise GraphRNNError(f"unroll lengths must be positive integers, got {sizes}")
+        check_fixed_steps(self.graph, sizes)
         return unroll(self.graph, sizes)
 
     def grad_graph(self) -> Graph:
@@ -112,6 +126,10 @@ class Model:
             schedule(graph.roots())
             self._eval_graph = graph
         return self._eval_graph
+
+
+def _param_label(name: str, node) -> str:
+    return f"'{name}' {list(node.shape)}" + (f" at {node.loc}" if node.loc else "")
 
 
 _MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}

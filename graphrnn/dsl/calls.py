@@ -45,7 +45,19 @@ def call_definition(lw, fd: ast.FuncDef, args, kwargs, expr: ast.Call, frame: Fr
     # over the axes of one patches() grid must not vary over those of another)
     arg_axes = frozenset().union(*(v.axes for v in bound.values() if isinstance(v, Node)))
     scope.hidden_axes = arg_axes - set(axes.values())
-    lw._lower_body(scope, fd.body, {})
+    if fd in lw.calls:
+        chain = " -> ".join(d.name for d in lw.calls[lw.calls.index(fd) :] + [fd])
+        raise DSLError(
+            f"definition '{fd.name}' calls itself ({chain}); a call is expanded in place, so "
+            "the expansion would never end",
+            loc,
+            "write the repetition as a for loop over layers (for l in 1..L)",
+        )
+    lw.calls.append(fd)
+    try:
+        lw._lower_body(scope, fd.body, {})
+    finally:
+        lw.calls.pop()
     for name, node in scope.lowered.items():
         lw.graph.outputs.setdefault(scope.qualified(name), node)
     if scope.result is None:

@@ -8,6 +8,7 @@ integer, so it can be used in shapes.
 
 from __future__ import annotations
 
+import math
 import operator
 
 from graphrnn.dsl import ast
@@ -21,6 +22,16 @@ from graphrnn.ir.ops.leaf import const
 from graphrnn.ir.registry import apply
 
 _NUMBER_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+# Functions of compile-time numbers are computed at once, so `uniform(1.0 / sqrt(H))` stays
+# a number; applied to values of the network they are ops.
+_NUMBER_FUNCTIONS = {
+    "tanh": math.tanh,
+    "sigmoid": lambda v: 0.5 * math.tanh(0.5 * v) + 0.5,
+    "relu": lambda v: max(v, 0.0),
+    "exp": math.exp,
+    "log": math.log,
+    "sqrt": math.sqrt,
+}
 _NODE_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}
 
 
@@ -85,6 +96,13 @@ def _reduce(lw, expr: ast.Reduce, frame: Frame):
     return _op(frame, "reduce_axis", [body], expr.loc, axis=axis.name, kind=expr.kind)
 
 
+def _fold(name: str, value, loc: Loc, frame: Frame) -> float:
+    try:
+        return float(_NUMBER_FUNCTIONS[name](float(value)))
+    except (ValueError, OverflowError):
+        raise DSLError(f"{name}({value!r}) is not a finite number", loc, where(frame)) from None
+
+
 def _subscript_name(lw, expr: ast.Subscript, frame: Frame) -> str:
     if not isinstance(expr.base, ast.Name):
         raise DSLError("only names can be subscripted, as in h[l]", expr.loc, where(frame))
@@ -135,6 +153,8 @@ def _builtin(name: str, args, kwargs, expr: ast.Call, frame: Frame):
         return _op(frame, "slice", [args[0]], loc, start=start, stop=stop)
     if name in KEYWORD_FUNCTIONS:
         return call_keyword_builtin(name, args, kwargs, expr, frame)
+    if name in _NUMBER_FUNCTIONS and len(args) == 1 and _is_number(args[0]) and not kwargs:
+        return _fold(name, args[0], loc, frame)
     op, arity = OP_FUNCTIONS[name]
     if kwargs:
         raise DSLError(f"{name}() takes no keyword arguments", loc, where(frame))
@@ -213,8 +233,11 @@ def _index(lw, arg, axis: str, name: str, frame: Frame):
 def _delay(lw, scope: Scope, name: str, inner, axis: str, offset: int, loc, frame) -> Node:
     key = (name, axis, offset, None if inner is None else inner.id)
     if key not in scope.delays:
-        value = inner if inner is not None else lw.placeholder(scope, name)
-        if inner is None and name not in scope.equations:
+        if inner is not None:
+            value = inner
+        elif name in scope.equations:
+            value = lw.placeholder(scope, name)
+        else:
             value = scope.values[name] if name in scope.values else lw.lookup(name, frame, loc)
         init = lw.init_value(scope, name, loc)
         scope.delays[key] = _op(frame, "delay", [value, init], loc, axis=axis, offset=offset)

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 
 from graphrnn.dsl import ast, expressions
 from graphrnn.dsl.builtins import Builtin, is_builtin
-from graphrnn.dsl.scope import Axis, Frame, Scope, as_node, integer, positive, where
+from graphrnn.dsl.scope import Axis, Frame, Scope, as_node, describe, integer, positive, where
 from graphrnn.errors import CausalityError, DSLError, GraphRNNError, Loc, ShapeError
-from graphrnn.initializers import INITIALIZERS
+from graphrnn.initializers import INITIALIZERS, bind_arguments
 from graphrnn.ir.graph import Graph, resolve_aliases
 from graphrnn.ir.node import Context, Node
 from graphrnn.ir.ops.leaf import bind, const, input_node, param_node, placeholder
@@ -39,15 +39,26 @@ def lower_model(
     with the running statistics, leaves named after each batch norm (docs/grid_ops.md)."""
     if mode not in MODES:
         raise GraphRNNError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    return Lowerer(module, mode).lower(sizes, model)
+    lowerer = Lowerer(module, mode)
+    try:
+        return lowerer.lower(sizes, model)
+    except RecursionError:
+        raise DSLError(
+            "the model nests too deeply to lower (expressions or definition calls); "
+            "split it into named values",
+            lowerer.current.loc if lowerer.current is not None else None,
+        ) from None
 
 
 class Lowerer:
     def __init__(self, module: ast.Module, mode: str = "train"):
         self.module = module
         self.mode = mode
+        _check_unique_names(module)
         self.defs = {i.name: i for i in module.items if isinstance(i, ast.FuncDef)}
         self.models = [i for i in module.items if isinstance(i, ast.ModelDef)]
+        self.calls: list[ast.FuncDef] = []  # definitions being expanded, outermost first
+        self.current: ast.ModelDef | ast.FuncDef | None = None
         self.graph: Graph | None = None
         self.used_prefixes: set[str] = set()
         self.new_axes: set[str] = set()  # axes made by patches(), of static length
@@ -57,6 +68,7 @@ class Lowerer:
         if not self.models:
             raise GraphRNNError(f"{self.module.source.path}: no `model` in this file")
         chosen = self._choose(model)
+        self.current = chosen
         self.graph = Graph(chosen.name, ())
         scope = Scope(self, "")
         scope.values.update(self._bind_sizes(chosen, sizes))
@@ -70,6 +82,11 @@ class Lowerer:
         if isinstance(loss, Node):
             self._check_loss(loss)
             self.graph.loss = loss
+        elif loss is not None:
+            raise DSLError(
+                f"the loss must be a value of the network, got {describe(loss)}", chosen.loc
+            )
+        self.graph.loc = chosen.loc
         graph = resolve_aliases(self.graph)
         self._check_equation_shapes(graph)
         return graph
@@ -161,6 +178,12 @@ class Lowerer:
             elif isinstance(stmt, ast.Equation) and not _is_init(stmt):
                 self.equation(scope, self.target_name(stmt.target, frame))
             elif isinstance(stmt, ast.Return):
+                if not scope.prefix:
+                    raise DSLError(
+                        "`return` ends a `def`; a model's results are its named values",
+                        stmt.loc,
+                        "remove the line, or name the value: out = ...",
+                    )
                 scope.result = self.eval(stmt.value, frame)
 
     def _declare(self, scope: Scope, stmt, bindings: dict) -> None:
@@ -204,6 +227,13 @@ class Lowerer:
                 "inputs and targets are declared in the model, not in a definition", stmt.loc
             )
         shape = self.dims(stmt.dims, frame)
+        repeated = sorted({a for a in stmt.over if list(stmt.over).count(a) > 1})
+        if repeated:
+            raise DSLError(
+                f"'{stmt.name}' lists the axis {', '.join(repeated)} twice after `over`",
+                stmt.loc,
+                "name each axis once, e.g. `over t` or `over i, j`",
+            )
         for axis in stmt.over:
             if axis not in self.graph.axes:
                 self.graph.axes = self.graph.axes + (axis,)
@@ -223,18 +253,29 @@ class Lowerer:
         scope.values[stmt.name] = node
 
     def _initializer(self, stmt: ast.ParamDecl, frame: Frame, shape) -> tuple:
+        """(name, arguments in order): every argument the file writes is checked against
+        the initialiser's signature and range, positional or keyword."""
         if stmt.init is None:
             return ("glorot_uniform", ()) if len(shape) >= 2 else ("zeros", ())
-        expr, args = stmt.init, ()
+        expr, args, kwargs = stmt.init, (), {}
         if isinstance(expr, ast.Call):
             args = tuple(self.eval(a, frame) for a in expr.args)
+            kwargs = {k: self.eval(v, frame) for k, v in expr.kwargs}
             expr = expr.func
         if not isinstance(expr, ast.Name) or expr.id not in INITIALIZERS:
             known = ", ".join(sorted(INITIALIZERS))
             raise DSLError(f"unknown initialiser; known ones are {known}", stmt.init.loc)
-        if not all(isinstance(a, (int, float)) for a in args):
-            raise DSLError("initialiser arguments must be numbers", stmt.init.loc)
-        return (expr.id, args)
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, Node) or not isinstance(value, (int, float)):
+                raise DSLError(
+                    f"initialiser arguments must be numbers, got {describe(value)}; "
+                    "they may be expressions of sizes and numbers, e.g. uniform(1.0 / sqrt(H))",
+                    stmt.init.loc,
+                )
+        try:
+            return (expr.id, bind_arguments(expr.id, args, kwargs))
+        except GraphRNNError as e:
+            raise DSLError(str(e), stmt.init.loc) from None
 
     def dims(self, exprs, frame: Frame) -> tuple[int, ...]:
         return tuple(positive(self.eval(e, frame), "a size", e.loc) for e in exprs)
@@ -289,6 +330,12 @@ class Lowerer:
     def _equation_axes(self, stmt: ast.Equation, frame: Frame) -> tuple[str, ...]:
         axes = []
         for e in stmt.index:
+            if isinstance(e, ast.Name) and e.id in frame.scope.equations:
+                raise DSLError(
+                    f"'{e.id}' names an equation, not an axis, so it cannot index the left side",
+                    e.loc,
+                    "index an equation by its axis, e.g. h(t); name values and axes apart",
+                )
             axis = self.eval(e, frame) if isinstance(e, ast.Name) else None
             if not isinstance(axis, Axis):
                 raise DSLError(
@@ -361,6 +408,21 @@ class Lowerer:
             candidate, k = scope.qualified(f"{base}{k}"), k + 1
         self.used_prefixes.add(candidate)
         return candidate
+
+
+def _check_unique_names(module: ast.Module) -> None:
+    """Two models (or two definitions) of one name: the second would be silently ignored."""
+    seen: dict[tuple[type, str], ast.ModelDef | ast.FuncDef] = {}
+    for item in module.items:
+        key = (type(item), item.name)
+        if key in seen:
+            kind = "model" if isinstance(item, ast.ModelDef) else "definition"
+            raise DSLError(
+                f"the {kind} '{item.name}' is defined twice in this file",
+                item.loc,
+                f"the first is at {seen[key].loc}; rename or remove one",
+            )
+        seen[key] = item
 
 
 def _makes_axes(stmt: ast.Equation) -> bool:

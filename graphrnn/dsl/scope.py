@@ -80,6 +80,8 @@ def describe(value) -> str:
         return f"the function '{value.name}'"
     if isinstance(value, ast.FuncDef):
         return f"the definition '{value.name}'"
+    if isinstance(value, Node):
+        return "a value of the network (not a number known when compiling)"
     return type(value).__name__
 
 
