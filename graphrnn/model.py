@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -12,7 +13,7 @@ from graphrnn.autodiff import grad
 from graphrnn.compiled import Compiled, check_fixed_steps
 from graphrnn.dsl import parse, parse_file
 from graphrnn.dsl.lower import MODES, lower_model
-from graphrnn.errors import DSLError, GraphRNNError
+from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.initializers import initialize
 from graphrnn.ir.graph import Graph
 from graphrnn.memory import check_fits, elements
@@ -47,6 +48,9 @@ class Model:
         self.state = initial_state(graph)
         self._lower = lower
         self._eval_graph: Graph | None = None
+        self.text: str | None = None  # the model file's text, stored in checkpoints
+        self.meta: dict = {}  # a checkpoint's meta record, for models from load_checkpoint
+        self.state_saved = False  # load_checkpoint: the checkpoint held running statistics
 
     @property
     def name(self) -> str:
@@ -155,7 +159,9 @@ def load(path: str | Path, seed: int = 0, model: str | None = None, **sizes: int
     """Parse a model file, bind its sizes, check it, and initialise its parameters."""
     module = parse_file(str(path))
     lower = partial(lower_model, module, sizes, model)
-    return Model(lower("train"), sizes, seed, str(path), lower)
+    result = Model(lower("train"), sizes, seed, str(path), lower)
+    result.text = module.source.text
+    return result
 
 
 def loads(
@@ -164,4 +170,70 @@ def loads(
     """`load` from a string, for models written inline (tests, notebooks)."""
     module = parse(text, path)
     lower = partial(lower_model, module, sizes, model)
-    return Model(lower("train"), sizes, seed, None, lower)
+    result = Model(lower("train"), sizes, seed, None, lower)
+    result.text = text
+    return result
+
+
+def load_checkpoint(path: str | Path) -> Model:
+    """The model a training checkpoint was written for, with its trained parameters (and
+    batch norms' running statistics in `state`) and the checkpoint's meta record in `meta`.
+
+    The model is rebuilt from the model text stored in the checkpoint, so it needs no model
+    file and cannot silently pair the weights with equations edited since; a warning says
+    when the file named in the checkpoint now differs. Checkpoints written before the text
+    was stored fall back to that file."""
+    from graphrnn.train.checkpoint import load_checkpoint as read_checkpoint
+
+    params, _, meta, state = read_checkpoint(path, with_state=True)
+    sizes = meta.get("sizes")
+    if not isinstance(sizes, dict):
+        raise DataError(f"{path} records no model sizes; give a checkpoint that train wrote")
+    name, file = meta.get("model_name"), meta.get("model")
+    text = meta.get("model_text")
+    if text is None:
+        if not file or not Path(file).is_file():
+            raise DataError(
+                f"{path} stores no model text (it was written by an older graphrnn) and its "
+                f"model file {file!r} is gone; restore the file at that path"
+            )
+        model = load(file, model=name, **sizes)
+    else:
+        model = loads(text, model=name, path=f"{file or path} (as stored in {path})", **sizes)
+        model.path = file
+        _warn_if_changed(file, text, path)
+    _take_trained(model, params, state, path)
+    model.meta = meta
+    return model
+
+
+def _warn_if_changed(file: str | None, text: str, checkpoint) -> None:
+    try:
+        now = Path(file).read_text(encoding="utf-8") if file else None
+    except (OSError, UnicodeDecodeError):
+        now = None
+    if now is not None and now != text:
+        warnings.warn(
+            f"the model file {file} has changed since {checkpoint} was written; using the "
+            "model stored in the checkpoint (retrain to use the new equations)",
+            stacklevel=3,
+        )
+
+
+def _take_trained(model: Model, params: dict, state: dict, path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.params.items()}
+    found = {k: tuple(v.shape) for k, v in params.items()}
+    if expected != found:
+        raise DataError(
+            f"{path} holds parameters {found} but its model has {expected}; the checkpoint "
+            "does not belong to this model"
+        )
+    model.params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    if state and set(state) != set(model.state):
+        raise DataError(
+            f"{path} holds running statistics {sorted(state)} but its model has "
+            f"{sorted(model.state)}; the checkpoint does not belong to this model"
+        )
+    if state:
+        model.state = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+    model.state_saved = bool(state)
