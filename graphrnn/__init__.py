@@ -8,7 +8,7 @@ loss, grads = fn.loss_and_grad(model.params, {"x": x}, {"y": y})
 
 from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.ir import ops as _ops  # noqa: F401  (registers the primitives)
-from graphrnn.model import Model, load, loads
+from graphrnn.model import Model, load, load_checkpoint, loads
 from graphrnn.version import __version__ as __version__  # re-exported
 
 
@@ -19,4 +19,13 @@ def render(model, unroll: int | None = None, path: str | None = None, **kwargs):
     return _render(model, unroll=unroll, path=path, **kwargs)
 
 
-__all__ = ["load", "loads", "Model", "render", "GraphRNNError", "DSLError", "DataError"]
+__all__ = [
+    "load",
+    "loads",
+    "load_checkpoint",
+    "Model",
+    "render",
+    "GraphRNNError",
+    "DSLError",
+    "DataError",
+]

@@ -9,10 +9,12 @@ the checked elements (g analytic, n numeric).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from graphrnn.errors import GraphRNNError
 from graphrnn.model import Model
 
 MAX_FULL = 400
@@ -55,11 +57,14 @@ def gradient_check(
     backend: str = "reference",
     eps: float = 1e-5,
     samples: int = SAMPLED,
+    progress: Callable[[ParamCheck], None] | None = None,
 ) -> list[ParamCheck]:
     """Every parameter's gradient from `backend` against central differences of the reference
-    backend's loss; parameters above MAX_FULL elements on `samples` elements each."""
+    backend's loss; parameters above MAX_FULL elements on `samples` elements each.
+    `progress` is called with each parameter's result as soon as it is done (a large model
+    takes minutes)."""
     if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+        raise GraphRNNError(f"samples must be at least 1, got {samples}")
     inputs, targets = random_data(model, tau, batch, seed)
     params = {k: v.astype(np.float64) for k, v in model.params.items()}
     analytic = model.compile(backend=backend, dtype="float64")
@@ -85,4 +90,6 @@ def gradient_check(
         denom = max(np.linalg.norm(g) + np.linalg.norm(numeric), 1e-12)
         error = float(np.linalg.norm(g - numeric) / denom)
         results.append(ParamCheck(name, len(picks), flat.size, error, float(np.linalg.norm(g))))
+        if progress is not None:
+            progress(results[-1])
     return results

@@ -7,13 +7,15 @@ traceback from inside the compiler reaches the user.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import warnings
 from pathlib import Path
 
 from graphrnn.errors import GraphRNNError
 
 CHECK_TOLERANCE = 1e-6
-DEFAULT_SIZE = 4
+FIRST_DEFAULT_SIZE = 3  # unnamed sizes get 3, 4, 5, ...: distinct, so swapped shapes fail
 
 
 def _sizes(pairs: list[str] | None) -> dict[str, int]:
@@ -35,9 +37,11 @@ def _load(args, fill_sizes: bool = False):
         module = parse_file(args.model)
         models = [m for m in module.items if type(m).__name__ == "ModelDef"]
         if models:
-            for p in models[0].params:
-                if p.name not in sizes and p.default is None:
-                    sizes[p.name] = DEFAULT_SIZE
+            missing = [
+                p.name for p in models[0].params if p.name not in sizes and p.default is None
+            ]
+            for k, name in enumerate(missing):
+                sizes[name] = FIRST_DEFAULT_SIZE + k
     return load(args.model, seed=args.seed, **sizes)
 
 
@@ -67,6 +71,14 @@ def cmd_check(args) -> int:
         raise GraphRNNError(f"--eps must be between 0 and 1, got {args.eps}")
     sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
     print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
+    print(f"checking {len(model.params)} parameters; one line each as it is done", flush=True)
+
+    def show(r) -> None:
+        part = "" if r.checked == r.total else f" ({r.checked} of {r.total} elements sampled)"
+        print(
+            f"{r.name:<16} rel_error={r.rel_error:.3e}  |grad|={r.grad_norm:.3e}{part}", flush=True
+        )
+
     results = gradient_check(
         model,
         args.tau,
@@ -75,12 +87,9 @@ def cmd_check(args) -> int:
         _backend(args.backend),
         eps=args.eps,
         samples=args.samples,
+        progress=show,
     )
-    worst = 0.0
-    for r in results:
-        part = "" if r.checked == r.total else f" ({r.checked} of {r.total} elements sampled)"
-        print(f"{r.name:<16} rel_error={r.rel_error:.3e}  |grad|={r.grad_norm:.3e}{part}")
-        worst = max(worst, r.rel_error)
+    worst = max((r.rel_error for r in results), default=0.0)
     print(f"max_rel_error={worst:.3e}")
     return 0 if worst < CHECK_TOLERANCE else 1
 
@@ -88,9 +97,14 @@ def cmd_check(args) -> int:
 def cmd_predict(args) -> int:
     from graphrnn.train.images import predict
 
+    failed = 0
     for path, probs in predict(args.checkpoint, args.images):
-        print(path + ": " + ", ".join(f"{c}={p:.4f}" for c, p in probs.items()))
-    return 0
+        if isinstance(probs, str):
+            print(f"{path}: error: {probs}", file=sys.stderr)
+            failed += 1
+        else:
+            print(path + ": " + ", ".join(f"{c}={p:.4f}" for c, p in probs.items()))
+    return 2 if failed else 0
 
 
 def cmd_train(args) -> int:
@@ -122,6 +136,7 @@ def cmd_train(args) -> int:
         dtype=args.dtype,
         out=args.out or f"runs/{Path(args.model).stem}-{task}",
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         steps=args.steps,
         n_train=args.n_train,
@@ -181,6 +196,36 @@ def _checkpoint_steps(text: str) -> int | str:
     return int(text)
 
 
+def _at_least(minimum: int):
+    """An option that counts something: 1 or more (steps, examples), or 0 or more (epochs,
+    characters to generate)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int, _count = _at_least(1), _at_least(0)
+
+
+def _positive_float(text: str) -> float:
+    """A rate or a scale: finite and above 0 (rules out nan, inf, 0 and negatives)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.grnn)")
     p.add_argument("--dim", action="append", metavar="NAME=N", help="a size, e.g. --dim H=16")
@@ -200,20 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="gradient check against central finite differences")
     _common(p)
-    p.add_argument("--tau", type=int, default=5, help="sequence length (default 5)")
-    p.add_argument("--batch", type=int, default=3, help="batch size (default 3)")
+    p.add_argument("--tau", type=_positive_int, default=5, help="sequence length (default 5)")
+    p.add_argument("--batch", type=_positive_int, default=3, help="batch size (default 3)")
     p.add_argument(
         "--backend", default="reference", help="reference | numba | cupy | auto (GPU if present)"
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=_positive_int,
         default=200,
         help="elements checked in each parameter of over 400 elements (default 200)",
     )
     p.add_argument(
         "--eps",
-        type=float,
+        type=_positive_float,
         default=1e-5,
         help="finite-difference step (default 1e-5; smaller for strongly curved losses)",
     )
@@ -225,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         help="adding | digits | chars | faces | digit_images (default with --data: faces)",
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, help="batch size (default 32; faces: 128)")
+    p.add_argument("--epochs", type=_count, default=10)
+    p.add_argument("--batch", type=_positive_int, help="batch size (default 32; faces: 128)")
     p.add_argument("--optimizer", help="sgd | momentum | adam (default adam; faces: momentum)")
-    p.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, help="default 0; faces: 0.0005")
     p.add_argument("--clip", type=float, default=1.0, help="clip gradients by global norm (0: off)")
@@ -236,10 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", help="run directory (default runs/MODEL-TASK)")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    p.add_argument("--steps", type=int, help="sequence length for the adding task (default 100)")
-    p.add_argument("--n-train", type=int, help="training examples for the adding task")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over in --out, deleting the run there"
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, help="sequence length for the adding task (default 100)"
+    )
+    p.add_argument("--n-train", type=_positive_int, help="training examples for the adding task")
     p.add_argument("--text", help="UTF-8 text file for the chars task")
-    p.add_argument("--seq-len", type=int, default=50, help="chunk length for truncated BPTT")
+    p.add_argument(
+        "--seq-len", type=_positive_int, default=50, help="chunk length for truncated BPTT"
+    )
     p.add_argument("--data", help="faces task: UTKFace-named image folder or CSV of path,label")
     p.add_argument(
         "--bptt-checkpoint",
@@ -257,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a chars-task checkpoint")
     p.add_argument("checkpoint")
-    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--length", type=_count, default=200)
     p.add_argument("--prime", default="", help="text to start from")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=_positive_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_sample)
 
@@ -277,14 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return args.run(args)
     except GraphRNNError as e:
         print(str(e), file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk or a file that vanished between checks
+        where = f" {e.filename}" if e.filename else ""
+        print(
+            f"error: cannot use{where}: {e.strerror or e}; check the path, "
+            "its permissions and the free disk space",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

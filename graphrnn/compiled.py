@@ -12,11 +12,12 @@ from dataclasses import replace
 import numpy as np
 
 from graphrnn.autodiff import grad
-from graphrnn.errors import DataError
+from graphrnn.errors import DataError, DSLError
 from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.layout import check_array, from_aligned, to_aligned
+from graphrnn.memory import check_fits, elements
 from graphrnn.passes.pipeline import check_disable, optimize
 from graphrnn.running_stats import STAT_PREFIX, BatchStats, pooled, stat_outputs
 
@@ -52,6 +53,7 @@ class Compiled:
         self._adjoint: Graph | None = None
         self._loss_graph: Graph | None = None
         self.forward_graph = replace(graph, loss=None)
+        self._footprints: dict[tuple, dict[str, int]] = {}
 
     @property
     def adjoint(self) -> Graph:
@@ -86,6 +88,7 @@ class Compiled:
     def loss_and_grad(self, params: Mapping, inputs: Mapping, targets: Mapping, batch_stats=False):
         """`(loss, grads)`; with `batch_stats=True`, `(loss, grads, stats)` where stats maps
         each batch norm to the BatchStats of this batch (running_stats.update_state)."""
+        self._need_loss("loss_and_grad", targets)
         g = self.prepared(self.adjoint)
         values = self._evaluate(g, params, inputs, targets)
         loss = float(values[g.outputs["loss"].id].reshape(()))
@@ -111,11 +114,24 @@ class Compiled:
     def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
         """The batch-mean loss alone, without the backward pass (finite differences call this
         twice per checked element)."""
+        self._need_loss("loss", targets)
         if self._loss_graph is None:
             self._loss_graph = grad(self.graph, [])
         g = self.prepared(self._loss_graph)
         values = self._evaluate(g, params, inputs, targets)
         return float(values[g.outputs["loss"].id].reshape(()))
+
+    def _need_loss(self, call: str, targets) -> None:
+        """loss() and loss_and_grad() need a declared loss and a dict of targets."""
+        example = ", ".join(f"'{n}': {n}" for n in self.graph.targets)
+        _check_mapping("targets", targets, "{" + example + "}")
+        if self.graph.loss is None:
+            raise DSLError(
+                f"model '{self.graph.name}' declares no loss, so {call}() has nothing to compute",
+                self.graph.loc,
+                "add a line `loss = ...`, e.g. loss = mean over t of mse(o(t), y(t)); "
+                "forward() needs no loss",
+            )
 
     def _out(self, values, node: Node, like: Node | None = None) -> np.ndarray:
         like = like or node
@@ -126,6 +142,8 @@ class Compiled:
         return from_aligned(array, like, self.graph.axes)
 
     def _evaluate(self, graph: Graph, params, inputs, targets) -> dict[int, np.ndarray]:
+        _check_mapping("params", params, "model.params")
+        _check_mapping("inputs", inputs, "{'x': x}")
         leaves = {}
         checked = {}
         for role, given, declared in (
@@ -149,13 +167,39 @@ class Compiled:
                 )
             if name not in params:
                 raise DataError(f"missing parameter '{name}'")
-            array = np.asarray(params[name], dtype=self.dtype)
+            try:
+                array = np.asarray(params[name], dtype=self.dtype)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"parameter '{name}' is not a numeric array (got "
+                    f"{type(params[name]).__name__}); give an array of shape {list(node.shape)}"
+                ) from None
             if array.shape != node.shape:
                 raise DataError(
                     f"parameter '{name}' has shape {list(array.shape)}; expected {list(node.shape)}"
                 )
             leaves[node.id] = to_aligned(array, node, graph.axes)
+        check_fixed_steps(self.graph, self._env.sizes)
+        self._check_memory(graph)
         return self.executor(graph, self._env, leaves)
+
+    def _check_memory(self, graph: Graph) -> None:
+        """Refuse a call whose values cannot all be held, before the backend allocates."""
+        env = self._env
+        key = (id(graph), tuple(sorted(env.sizes.items())), env.batch)
+        if key not in self._footprints:
+            item = self.dtype.itemsize
+            self._footprints[key] = {
+                _buffer_name(n): elements(env.aligned_shape(n.context, n.shape)) * item
+                for n in graph.nodes()
+            }
+        steps = ", ".join(f"{a} = {n}" for a, n in env.sizes.items())
+        check_fits(
+            f"this call (batch {env.batch}, {steps or 'no axes'}, {self.dtype})",
+            self._footprints[key],
+            "use smaller sizes, a smaller batch or shorter sequences "
+            "(or bptt_checkpoint for long ones)",
+        )
 
     def _make_env(self, checked) -> EvalEnv:
         sizes: dict[str, int] = dict(self.graph.axis_sizes)
@@ -174,6 +218,8 @@ class Compiled:
                         f"other data has {sizes[axis]}"
                     )
             b = array.shape[len(lead)]
+            if b == 0:
+                raise DataError(f"'{name}' has batch size 0; give at least one example")
             if batch is None:
                 batch = b
             elif b != batch:
@@ -184,3 +230,33 @@ class Compiled:
             if sizes[axis] < 1:
                 raise DataError(f"axis '{axis}' has length 0; give at least one step")
         return EvalEnv(self.graph.axes, sizes, batch or 1, self.dtype)
+
+
+def _check_mapping(what: str, value, example: str) -> None:
+    if not isinstance(value, Mapping):
+        raise DataError(
+            f"{what} must be a dict of arrays by name, like {example}; got {type(value).__name__}"
+        )
+
+
+def _buffer_name(node: Node) -> str:
+    name = node.name or node.op
+    return f"'{name}' {list(node.shape)}" + (f" at {node.loc}" if node.loc else "")
+
+
+def check_fixed_steps(graph: Graph, sizes: Mapping[str, int]) -> None:
+    """A read at a fixed step (`h(9)`, `h(end)`) must lie inside its axis: checked here, once
+    the lengths are known and before any backend runs, so that every backend refuses it
+    alike (compiled code would read outside its buffers)."""
+    for node in graph.nodes():
+        if node.op not in ("at", "place") or node.attrs["axis"] not in sizes:
+            continue
+        axis, index = node.attrs["axis"], node.attrs["index"]
+        size = sizes[axis]
+        if index > size or -index > size:
+            raise DSLError(
+                f"step {index} of '{axis}' is read here, but the sequence has {size} steps",
+                node.loc,
+                f"give sequences of at least {index} steps, or read the last step with end, "
+                "e.g. h(end)",
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -9,12 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from graphrnn.autodiff import grad
-from graphrnn.compiled import Compiled
+from graphrnn.compiled import Compiled, check_fixed_steps
 from graphrnn.dsl import parse, parse_file
 from graphrnn.dsl.lower import MODES, lower_model
-from graphrnn.errors import GraphRNNError
+from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.initializers import initialize
 from graphrnn.ir.graph import Graph
+from graphrnn.memory import check_fits, elements
 from graphrnn.running_stats import initial_state
 from graphrnn.schedule import schedule
 from graphrnn.unroll import unroll
@@ -46,17 +48,32 @@ class Model:
         self.state = initial_state(graph)
         self._lower = lower
         self._eval_graph: Graph | None = None
+        self.text: str | None = None  # the model file's text, stored in checkpoints
+        self.meta: dict = {}  # a checkpoint's meta record, for models from load_checkpoint
+        self.state_saved = False  # load_checkpoint: the checkpoint held running statistics
 
     @property
     def name(self) -> str:
         return self.graph.name
 
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
-        """Fresh parameters drawn from each parameter's declared initialiser."""
-        return {
-            name: initialize(name, node.shape, node.attrs["init"], seed)
-            for name, node in self.graph.params.items()
-        }
+        """Fresh parameters drawn from each parameter's declared initialiser; sizes whose
+        parameters cannot fit in memory are refused with the figure before drawing."""
+        params = self.graph.params
+        check_fits(
+            f"the parameters of model '{self.name}'",
+            {_param_label(n, p): elements(p.shape) * 8 for n, p in params.items()},
+            f"use smaller sizes (now {', '.join(f'{k}={v}' for k, v in self.sizes.items())})",
+        )
+        result = {}
+        for name, node in params.items():
+            try:
+                result[name] = initialize(name, node.shape, node.attrs["init"], seed)
+            except DSLError:
+                raise
+            except GraphRNNError as e:
+                raise DSLError(str(e), node.loc) from None
+        return result
 
     def compile(
         self,
@@ -85,8 +102,9 @@ class Model:
     def unroll(self, tau: int | dict[str, int]) -> Graph:
         """The explicit acyclic graph for `tau` steps (or a length per axis)."""
         sizes = tau if isinstance(tau, dict) else {a: tau for a in self.graph.axes}
-        if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes.values()):
             raise GraphRNNError(f"unroll lengths must be positive integers, got {sizes}")
+        check_fixed_steps(self.graph, sizes)
         return unroll(self.graph, sizes)
 
     def grad_graph(self) -> Graph:
@@ -114,6 +132,10 @@ class Model:
         return self._eval_graph
 
 
+def _param_label(name: str, node) -> str:
+    return f"'{name}' {list(node.shape)}" + (f" at {node.loc}" if node.loc else "")
+
+
 _MODULES = {"numba": "numba_cpu", "cupy": "cupy_gpu"}
 
 
@@ -137,7 +159,9 @@ def load(path: str | Path, seed: int = 0, model: str | None = None, **sizes: int
     """Parse a model file, bind its sizes, check it, and initialise its parameters."""
     module = parse_file(str(path))
     lower = partial(lower_model, module, sizes, model)
-    return Model(lower("train"), sizes, seed, str(path), lower)
+    result = Model(lower("train"), sizes, seed, str(path), lower)
+    result.text = module.source.text
+    return result
 
 
 def loads(
@@ -146,4 +170,70 @@ def loads(
     """`load` from a string, for models written inline (tests, notebooks)."""
     module = parse(text, path)
     lower = partial(lower_model, module, sizes, model)
-    return Model(lower("train"), sizes, seed, None, lower)
+    result = Model(lower("train"), sizes, seed, None, lower)
+    result.text = text
+    return result
+
+
+def load_checkpoint(path: str | Path) -> Model:
+    """The model a training checkpoint was written for, with its trained parameters (and
+    batch norms' running statistics in `state`) and the checkpoint's meta record in `meta`.
+
+    The model is rebuilt from the model text stored in the checkpoint, so it needs no model
+    file and cannot silently pair the weights with equations edited since; a warning says
+    when the file named in the checkpoint now differs. Checkpoints written before the text
+    was stored fall back to that file."""
+    from graphrnn.train.checkpoint import load_checkpoint as read_checkpoint
+
+    params, _, meta, state = read_checkpoint(path, with_state=True)
+    sizes = meta.get("sizes")
+    if not isinstance(sizes, dict):
+        raise DataError(f"{path} records no model sizes; give a checkpoint that train wrote")
+    name, file = meta.get("model_name"), meta.get("model")
+    text = meta.get("model_text")
+    if text is None:
+        if not file or not Path(file).is_file():
+            raise DataError(
+                f"{path} stores no model text (it was written by an older graphrnn) and its "
+                f"model file {file!r} is gone; restore the file at that path"
+            )
+        model = load(file, model=name, **sizes)
+    else:
+        model = loads(text, model=name, path=f"{file or path} (as stored in {path})", **sizes)
+        model.path = file
+        _warn_if_changed(file, text, path)
+    _take_trained(model, params, state, path)
+    model.meta = meta
+    return model
+
+
+def _warn_if_changed(file: str | None, text: str, checkpoint) -> None:
+    try:
+        now = Path(file).read_text(encoding="utf-8") if file else None
+    except (OSError, UnicodeDecodeError):
+        now = None
+    if now is not None and now != text:
+        warnings.warn(
+            f"the model file {file} has changed since {checkpoint} was written; using the "
+            "model stored in the checkpoint (retrain to use the new equations)",
+            stacklevel=3,
+        )
+
+
+def _take_trained(model: Model, params: dict, state: dict, path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.params.items()}
+    found = {k: tuple(v.shape) for k, v in params.items()}
+    if expected != found:
+        raise DataError(
+            f"{path} holds parameters {found} but its model has {expected}; the checkpoint "
+            "does not belong to this model"
+        )
+    model.params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    if state and set(state) != set(model.state):
+        raise DataError(
+            f"{path} holds running statistics {sorted(state)} but its model has "
+            f"{sorted(model.state)}; the checkpoint does not belong to this model"
+        )
+    if state:
+        model.state = {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
+    model.state_saved = bool(state)

@@ -9,6 +9,7 @@ import pytest
 
 import graphrnn as gr
 from graphrnn.check import MAX_FULL, gradient_check
+from graphrnn.errors import GraphRNNError
 
 ELMAN = Path(__file__).resolve().parents[1] / "models" / "elman.grnn"
 
@@ -38,6 +39,25 @@ def test_a_wrong_gradient_is_reported(monkeypatch):
 
 
 def test_samples_must_be_positive():
-    with pytest.raises(ValueError, match="samples"):
+    with pytest.raises(GraphRNNError, match="samples"):
         gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=0)
     assert np.isfinite(gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=1)[0].rel_error)
+
+
+def test_cli_gives_unnamed_sizes_distinct_defaults(tmp_path, capsys):
+    from graphrnn.cli import main
+
+    assert main(["check", str(ELMAN), "--tau", "2", "--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Elman (I=3, H=4, O=5)")
+    assert out.count(" rel_error=") == 5 and "max_rel_error=" in out
+    swapped = tmp_path / "swapped.grnn"
+    swapped.write_text(ELMAN.read_text().replace("U @ x(t) + W @ h(t-1)", "W @ x(t) + U @ h(t-1)"))
+    assert main(["check", str(swapped)]) == 2  # with every size 4 this passed the check
+    assert "matmul: inner sizes differ" in capsys.readouterr().err
+
+
+def test_progress_reports_each_parameter_as_it_is_done():
+    seen = []
+    results = gradient_check(gr.load(ELMAN, I=2, H=2, O=2), tau=2, batch=1, progress=seen.append)
+    assert seen == results and len(seen) == 5

@@ -8,24 +8,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphrnn.ir import ops  # noqa: F401  (registers the primitives)
+from graphrnn.ir.registry import OPS
+
+# The ops a model file calls by the op's own name. Their arity comes from the op registry,
+# so the language and the IR cannot disagree on it; every other op is internal (delays,
+# reads at a step, gradients) and cannot be called.
+CALLABLE_OPS = (
+    "tanh",
+    "sigmoid",
+    "relu",
+    "exp",
+    "log",
+    "sqrt",
+    "softmax",
+    "log_softmax",
+    "sum",
+    "mean",
+    "transpose",
+    "outer",
+    "concat",
+    "softmax_cross_entropy",
+    "mse",
+    "global_avgpool",
+)
+
 # DSL name -> (IR op, number of arguments; None for any number)
 OP_FUNCTIONS: dict[str, tuple[str, int | None]] = {
-    "tanh": ("tanh", 1),
-    "sigmoid": ("sigmoid", 1),
-    "relu": ("relu", 1),
-    "exp": ("exp", 1),
-    "log": ("log", 1),
-    "sqrt": ("sqrt", 1),
-    "softmax": ("softmax", 1),
-    "log_softmax": ("log_softmax", 1),
-    "sum": ("sum", 1),
-    "mean": ("mean", 1),
-    "transpose": ("transpose", 1),
-    "outer": ("outer", 2),
-    "concat": ("concat", None),
-    "softmax_cross_entropy": ("softmax_cross_entropy", 2),
-    "mse": ("mse", 2),
-    "global_avgpool": ("global_avgpool", 1),
+    name: (name, OPS[name].arity) for name in CALLABLE_OPS
 }
 
 # DSL name -> (positional parameters, keyword parameters with defaults): builtins that take

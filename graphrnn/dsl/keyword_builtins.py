@@ -11,7 +11,7 @@ parameters is KEYWORD_FUNCTIONS in builtins.py.
 from __future__ import annotations
 
 from graphrnn.dsl.builtins import KEYWORD_FUNCTIONS
-from graphrnn.dsl.lower import Frame, _as_node, _describe, _in
+from graphrnn.dsl.scope import Frame, as_node, describe, where
 from graphrnn.errors import DSLError, ShapeError
 from graphrnn.ir.graph import BatchNormState
 from graphrnn.ir.node import Node
@@ -29,36 +29,36 @@ def call_keyword_builtin(name: str, args, kwargs, expr, frame: Frame):
             f"{name}() takes {len(positional)} positional arguments, got {len(args)}; "
             f"it is {name}({signature})",
             loc,
-            _in(frame),
+            where(frame),
         )
     bound = dict(zip(positional, args))
     for key, value in kwargs.items():
         if key not in positional and key not in defaults:
             raise DSLError(
-                f"{name}() has no argument '{key}'; it is {name}({signature})", loc, _in(frame)
+                f"{name}() has no argument '{key}'; it is {name}({signature})", loc, where(frame)
             )
         if key in bound:
-            raise DSLError(f"{name}() got '{key}' twice", loc, _in(frame))
+            raise DSLError(f"{name}() got '{key}' twice", loc, where(frame))
         bound[key] = value
     missing = [p for p in positional if p not in bound]
     if missing:
         raise DSLError(
-            f"{name}() needs {', '.join(missing)}; it is {name}({signature})", loc, _in(frame)
+            f"{name}() needs {', '.join(missing)}; it is {name}({signature})", loc, where(frame)
         )
     for key, default in defaults.items():
         bound.setdefault(key, default)
     try:
         return _BUILD[name](bound, expr, frame)
     except ShapeError as e:
-        raise ShapeError(e.message, e.loc or loc, e.note or _in(frame)) from None
+        raise ShapeError(e.message, e.loc or loc, e.note or where(frame)) from None
     except ShapeMismatch as e:
-        raise ShapeError(f"{name}: {e}", loc, _in(frame)) from None
+        raise ShapeError(f"{name}: {e}", loc, where(frame)) from None
 
 
 def _node(bound, key, frame, loc) -> Node:
     value = bound[key]
     if not isinstance(value, Node):
-        raise DSLError(f"'{key}' must be a value, got {_describe(value)}", loc, _in(frame))
+        raise DSLError(f"'{key}' must be a value, got {describe(value)}", loc, where(frame))
     return value
 
 
@@ -67,7 +67,7 @@ def _int(bound, key, frame, loc, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DSLError(f"'{key}' must be an integer, got {value!r}", loc, _in(frame))
+        raise DSLError(f"'{key}' must be an integer, got {value!r}", loc, where(frame))
     return value
 
 
@@ -93,7 +93,7 @@ def _pool(builder):
 
 def _bias2d(b, expr, frame):
     loc = expr.loc
-    return conv.add_channel_bias(_node(b, "x", frame, loc), _as_node(b["b"], loc), loc=loc)
+    return conv.add_channel_bias(_node(b, "x", frame, loc), as_node(b["b"], loc), loc=loc)
 
 
 def _batchnorm2d(b, expr, frame):
@@ -103,7 +103,7 @@ def _batchnorm2d(b, expr, frame):
     loc = expr.loc
     eps = b["eps"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
-        raise DSLError(f"eps must be a positive number, got {eps!r}", loc, _in(frame))
+        raise DSLError(f"eps must be a positive number, got {eps!r}", loc, where(frame))
     x = _node(b, "x", frame, loc)
     gamma, beta = _node(b, "gamma", frame, loc), _node(b, "beta", frame, loc)
     c, h, w = conv._image(x.shape, "the input")
@@ -147,14 +147,14 @@ def _patches(b, expr, frame):
             "patches(x, ph, pw) makes two new axes: write it as the whole right side of an "
             "equation that names them, e.g. p(i, j) = patches(x, 2, 2)",
             loc,
-            _in(frame),
+            where(frame),
         )
     x = _node(b, "x", frame, loc)
     if x.axes:
         raise DSLError(
             f"patches() takes a per-example image, not one over {', '.join(sorted(x.axes))}",
             loc,
-            _in(frame),
+            where(frame),
         )
     ph, pw = _int(b, "ph", frame, loc), _int(b, "pw", frame, loc)
     node = grid.patches(x, ph, pw, axes, loc=loc)
@@ -164,7 +164,7 @@ def _patches(b, expr, frame):
             raise DSLError(
                 f"axis '{axis}' already has {known} steps; these patches give {size}",
                 loc,
-                _in(frame),
+                where(frame),
             )
     return node
 
@@ -179,7 +179,7 @@ def _grid(b, expr, frame):
             f"grid(v) needs a value over the two axes made by patches(); it varies over "
             f"{', '.join(sorted(v.axes)) or 'no axis'}",
             loc,
-            _in(frame),
+            where(frame),
         )
     sizes = lw.graph.axis_sizes
     return grid.grid(v, axes, sizes[axes[0]], sizes[axes[1]], loc=loc)

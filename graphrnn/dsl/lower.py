@@ -16,54 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-from graphrnn.dsl import ast
+from graphrnn.dsl import ast, expressions
 from graphrnn.dsl.builtins import Builtin, is_builtin
+from graphrnn.dsl.scope import Axis, Frame, Scope, as_node, describe, integer, positive, where
 from graphrnn.errors import CausalityError, DSLError, GraphRNNError, Loc, ShapeError
-from graphrnn.initializers import INITIALIZERS
+from graphrnn.initializers import INITIALIZERS, bind_arguments
 from graphrnn.ir.graph import Graph, resolve_aliases
 from graphrnn.ir.node import Context, Node
 from graphrnn.ir.ops.leaf import bind, const, input_node, param_node, placeholder
 from graphrnn.ir.registry import apply
-
-
-@dataclass(frozen=True)
-class Axis:
-    name: str
-
-
-@dataclass
-class Frame:
-    """Where an expression is lowered: its scope, loop variables and the equation it is in."""
-
-    scope: Scope
-    bindings: dict[str, object]
-    equation: str | None = None
-    call_name: str | None = None
-
-
-@dataclass
-class Scope:
-    """The names of one model body or one definition call."""
-
-    lowerer: Lowerer
-    prefix: str
-    values: dict[str, object] = field(default_factory=dict)
-    equations: dict[str, tuple[ast.Equation, dict]] = field(default_factory=dict)
-    inits: dict[str, tuple[ast.Equation, dict]] = field(default_factory=dict)
-    lowered: dict[str, Node] = field(default_factory=dict)
-    placeholders: dict[str, Node] = field(default_factory=dict)
-    index_axes: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    assigned_later: set[str] = field(default_factory=set)
-    busy: set[str] = field(default_factory=set)
-    hidden_axes: frozenset[str] = frozenset()
-    delays: dict[tuple, Node] = field(default_factory=dict)
-    result: object = None
-
-    def qualified(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
 
 MODES = ("train", "eval")
 
@@ -77,15 +39,26 @@ def lower_model(
     with the running statistics, leaves named after each batch norm (docs/grid_ops.md)."""
     if mode not in MODES:
         raise GraphRNNError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    return Lowerer(module, mode).lower(sizes, model)
+    lowerer = Lowerer(module, mode)
+    try:
+        return lowerer.lower(sizes, model)
+    except RecursionError:
+        raise DSLError(
+            "the model nests too deeply to lower (expressions or definition calls); "
+            "split it into named values",
+            lowerer.current.loc if lowerer.current is not None else None,
+        ) from None
 
 
 class Lowerer:
     def __init__(self, module: ast.Module, mode: str = "train"):
         self.module = module
         self.mode = mode
+        _check_unique_names(module)
         self.defs = {i.name: i for i in module.items if isinstance(i, ast.FuncDef)}
         self.models = [i for i in module.items if isinstance(i, ast.ModelDef)]
+        self.calls: list[ast.FuncDef] = []  # definitions being expanded, outermost first
+        self.current: ast.ModelDef | ast.FuncDef | None = None
         self.graph: Graph | None = None
         self.used_prefixes: set[str] = set()
         self.new_axes: set[str] = set()  # axes made by patches(), of static length
@@ -95,6 +68,7 @@ class Lowerer:
         if not self.models:
             raise GraphRNNError(f"{self.module.source.path}: no `model` in this file")
         chosen = self._choose(model)
+        self.current = chosen
         self.graph = Graph(chosen.name, ())
         scope = Scope(self, "")
         scope.values.update(self._bind_sizes(chosen, sizes))
@@ -108,6 +82,11 @@ class Lowerer:
         if isinstance(loss, Node):
             self._check_loss(loss)
             self.graph.loss = loss
+        elif loss is not None:
+            raise DSLError(
+                f"the loss must be a value of the network, got {describe(loss)}", chosen.loc
+            )
+        self.graph.loc = chosen.loc
         graph = resolve_aliases(self.graph)
         self._check_equation_shapes(graph)
         return graph
@@ -133,10 +112,10 @@ class Lowerer:
         bound: dict[str, int] = {}
         for p in model.params:
             if p.name in sizes:
-                bound[p.name] = _positive(sizes[p.name], p.name, p.loc)
+                bound[p.name] = positive(sizes[p.name], p.name, p.loc)
             elif p.default is not None:
                 value = self.eval(p.default, Frame(Scope(self, ""), dict(bound)))
-                bound[p.name] = _positive(value, p.name, p.loc)
+                bound[p.name] = positive(value, p.name, p.loc)
             else:
                 raise DSLError(
                     f"model {model.name} needs the size {p.name}: give it, e.g. "
@@ -177,8 +156,8 @@ class Lowerer:
         for stmt in body:
             if isinstance(stmt, ast.For):
                 frame = Frame(scope, bindings)
-                start = _integer(self.eval(stmt.start, frame), "loop start", stmt.start.loc)
-                stop = _integer(self.eval(stmt.stop, frame), "loop end", stmt.stop.loc)
+                start = integer(self.eval(stmt.start, frame), "loop start", stmt.start.loc)
+                stop = integer(self.eval(stmt.stop, frame), "loop end", stmt.stop.loc)
                 for k in range(start, stop + 1):
                     flat.extend(self._flatten(scope, stmt.body, {**bindings, stmt.var: k}))
             else:
@@ -199,6 +178,12 @@ class Lowerer:
             elif isinstance(stmt, ast.Equation) and not _is_init(stmt):
                 self.equation(scope, self.target_name(stmt.target, frame))
             elif isinstance(stmt, ast.Return):
+                if not scope.prefix:
+                    raise DSLError(
+                        "`return` ends a `def`; a model's results are its named values",
+                        stmt.loc,
+                        "remove the line, or name the value: out = ...",
+                    )
                 scope.result = self.eval(stmt.value, frame)
 
     def _declare(self, scope: Scope, stmt, bindings: dict) -> None:
@@ -242,6 +227,13 @@ class Lowerer:
                 "inputs and targets are declared in the model, not in a definition", stmt.loc
             )
         shape = self.dims(stmt.dims, frame)
+        repeated = sorted({a for a in stmt.over if list(stmt.over).count(a) > 1})
+        if repeated:
+            raise DSLError(
+                f"'{stmt.name}' lists the axis {', '.join(repeated)} twice after `over`",
+                stmt.loc,
+                "name each axis once, e.g. `over t` or `over i, j`",
+            )
         for axis in stmt.over:
             if axis not in self.graph.axes:
                 self.graph.axes = self.graph.axes + (axis,)
@@ -261,26 +253,37 @@ class Lowerer:
         scope.values[stmt.name] = node
 
     def _initializer(self, stmt: ast.ParamDecl, frame: Frame, shape) -> tuple:
+        """(name, arguments in order): every argument the file writes is checked against
+        the initialiser's signature and range, positional or keyword."""
         if stmt.init is None:
             return ("glorot_uniform", ()) if len(shape) >= 2 else ("zeros", ())
-        expr, args = stmt.init, ()
+        expr, args, kwargs = stmt.init, (), {}
         if isinstance(expr, ast.Call):
             args = tuple(self.eval(a, frame) for a in expr.args)
+            kwargs = {k: self.eval(v, frame) for k, v in expr.kwargs}
             expr = expr.func
         if not isinstance(expr, ast.Name) or expr.id not in INITIALIZERS:
             known = ", ".join(sorted(INITIALIZERS))
             raise DSLError(f"unknown initialiser; known ones are {known}", stmt.init.loc)
-        if not all(isinstance(a, (int, float)) for a in args):
-            raise DSLError("initialiser arguments must be numbers", stmt.init.loc)
-        return (expr.id, args)
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, Node) or not isinstance(value, (int, float)):
+                raise DSLError(
+                    f"initialiser arguments must be numbers, got {describe(value)}; "
+                    "they may be expressions of sizes and numbers, e.g. uniform(1.0 / sqrt(H))",
+                    stmt.init.loc,
+                )
+        try:
+            return (expr.id, bind_arguments(expr.id, args, kwargs))
+        except GraphRNNError as e:
+            raise DSLError(str(e), stmt.init.loc) from None
 
     def dims(self, exprs, frame: Frame) -> tuple[int, ...]:
-        return tuple(_positive(self.eval(e, frame), "a size", e.loc) for e in exprs)
+        return tuple(positive(self.eval(e, frame), "a size", e.loc) for e in exprs)
 
     def target_name(self, target: ast.Target, frame: Frame) -> str:
         if target.subscript is None:
             return target.name
-        k = _integer(self.eval(target.subscript, frame), "a subscript", target.subscript.loc)
+        k = integer(self.eval(target.subscript, frame), "a subscript", target.subscript.loc)
         return f"{target.name}[{k}]"
 
     # ---- equations -------------------------------------------------------------------
@@ -306,7 +309,7 @@ class Lowerer:
             value = self.eval(stmt.value, frame)
         finally:
             scope.busy.discard(name)
-        value = self._fit_equation(scope, name, stmt, _as_node(value, stmt.value.loc), axes)
+        value = self._fit_equation(scope, name, stmt, as_node(value, stmt.value.loc), axes)
         if value.name is not None or value.op in ("input", "param", "alias", "const"):
             value = apply("add", value, const(0.0), name=scope.qualified(name), loc=stmt.loc)
         else:
@@ -327,6 +330,12 @@ class Lowerer:
     def _equation_axes(self, stmt: ast.Equation, frame: Frame) -> tuple[str, ...]:
         axes = []
         for e in stmt.index:
+            if isinstance(e, ast.Name) and e.id in frame.scope.equations:
+                raise DSLError(
+                    f"'{e.id}' names an equation, not an axis, so it cannot index the left side",
+                    e.loc,
+                    "index an equation by its axis, e.g. h(t); name values and axes apart",
+                )
             axis = self.eval(e, frame) if isinstance(e, ast.Name) else None
             if not isinstance(axis, Axis):
                 raise DSLError(
@@ -362,7 +371,7 @@ class Lowerer:
                 f"add `{name}(0) = ...` (e.g. zeros(n)) for the value outside the sequence",
             )
         stmt, bindings = scope.inits[name]
-        value = _as_node(self.eval(stmt.value, Frame(scope, bindings, equation=name)), stmt.loc)
+        value = as_node(self.eval(stmt.value, Frame(scope, bindings, equation=name)), stmt.loc)
         if value.axes - scope.hidden_axes:
             raise DSLError(f"the initial value of '{name}' must not vary over an axis", stmt.loc)
         if value.name is None:
@@ -372,8 +381,6 @@ class Lowerer:
 
     # ---- expressions -----------------------------------------------------------------
     def eval(self, expr, frame: Frame):
-        from graphrnn.dsl import expressions
-
         return expressions.evaluate(self, expr, frame)
 
     def lookup(self, name: str, frame: Frame, loc: Loc):
@@ -391,8 +398,8 @@ class Lowerer:
         if is_builtin(name):
             return Builtin(name)
         if name in scope.assigned_later:
-            raise DSLError(f"'{name}' is used before it is assigned", loc, _in(frame))
-        raise DSLError(f"unknown name '{name}'", loc, _in(frame))
+            raise DSLError(f"'{name}' is used before it is assigned", loc, where(frame))
+        raise DSLError(f"unknown name '{name}'", loc, where(frame))
 
     def new_prefix(self, scope: Scope, hint: str | None, func: str) -> str:
         base = hint or func
@@ -401,6 +408,21 @@ class Lowerer:
             candidate, k = scope.qualified(f"{base}{k}"), k + 1
         self.used_prefixes.add(candidate)
         return candidate
+
+
+def _check_unique_names(module: ast.Module) -> None:
+    """Two models (or two definitions) of one name: the second would be silently ignored."""
+    seen: dict[tuple[type, str], ast.ModelDef | ast.FuncDef] = {}
+    for item in module.items:
+        key = (type(item), item.name)
+        if key in seen:
+            kind = "model" if isinstance(item, ast.ModelDef) else "definition"
+            raise DSLError(
+                f"the {kind} '{item.name}' is defined twice in this file",
+                item.loc,
+                f"the first is at {seen[key].loc}; rename or remove one",
+            )
+        seen[key] = item
 
 
 def _makes_axes(stmt: ast.Equation) -> bool:
@@ -420,40 +442,6 @@ def _is_init(stmt: ast.Equation) -> bool:
 def _axes_text(stmt: ast.Equation, offset: int) -> str:
     names = [e.id if isinstance(e, ast.Name) else "?" for e in stmt.index]
     return ", ".join([f"{names[0]}{offset:+d}"] + names[1:]) if names else "t-1"
-
-
-def _in(frame: Frame) -> str | None:
-    return f"in the equation for '{frame.equation}'" if frame.equation else None
-
-
-def _as_node(value, loc: Loc) -> Node:
-    if isinstance(value, Node):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return const(float(value), loc=loc)
-    raise DSLError(f"expected a value, got {_describe(value)}", loc)
-
-
-def _describe(value) -> str:
-    if isinstance(value, Axis):
-        return f"the axis '{value.name}'"
-    if isinstance(value, Builtin):
-        return f"the function '{value.name}'"
-    if isinstance(value, ast.FuncDef):
-        return f"the definition '{value.name}'"
-    return type(value).__name__
-
-
-def _integer(value, what: str, loc: Loc) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DSLError(f"{what} must be an integer, got {_describe(value)}", loc)
-    return value
-
-
-def _positive(value, what: str, loc: Loc | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DSLError(f"{what} must be a positive integer, got {value!r}", loc)
-    return value
 
 
 __all__ = ["MODES", "lower_model", "Lowerer", "Axis", "Frame", "Scope"]

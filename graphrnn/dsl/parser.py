@@ -190,10 +190,26 @@ def parse_file(path: str | Path) -> ast.Module:
             f"model file not found: {file} (check the path; it is relative to {Path.cwd()})"
         ) from None
     except UnicodeDecodeError as error:
-        raise GraphRNNError(f"model file {file} is not UTF-8 text: {error.reason}") from None
+        raise _not_utf8(str(path), error) from None
     except OSError as error:
         raise GraphRNNError(f"cannot read model file {file}: {error.strerror}") from None
     return parse(text, str(path))
+
+
+def _not_utf8(path: str, error: UnicodeDecodeError) -> DSLError:
+    """The first byte that is not UTF-8, at its line and column (Latin-1 or binary files)."""
+    data = bytes(error.object)
+    start = error.start
+    line = data.count(b"\n", 0, start) + 1
+    col = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    source = Source(path, data.decode("utf-8", errors="replace"))
+    loc = Loc(source, line, col, line, col + 1)
+    return DSLError(
+        f"the model file is not UTF-8 text: byte 0x{data[start]:02x} cannot be decoded "
+        f"({error.reason})",
+        loc,
+        "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out); model files are text",
+    )
 
 
 # Syntax errors -------------------------------------------------------------------------

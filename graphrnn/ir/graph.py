@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from graphrnn.errors import Loc
 from graphrnn.ir.node import Node
 from graphrnn.ir.ops.leaf import resolve
 
@@ -55,6 +56,9 @@ class Graph:
     axis_sizes: dict[str, int] = field(default_factory=dict)
     # Batch norms with running statistics, by name (see BatchNormState).
     batchnorms: dict[str, BatchNormState] = field(default_factory=dict)
+    # Where the model is defined in its file (None for graphs built by hand), for errors
+    # about the whole model, such as a missing loss.
+    loc: Loc | None = None
 
     @property
     def state_names(self) -> set[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -31,6 +32,7 @@ FORMAT = "graphrnn-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
 _ZIP_MAGIC = b"PK\x03\x04"
+_WRITABLE = "free some disk space or choose a writable run directory (--out)"
 _START_OVER = "delete it and resume from an earlier checkpoint, or train without resume"
 
 
@@ -114,8 +116,13 @@ def save_checkpoint(
             )
     entries = _archive_entries(params, opt_state, meta, state)
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}; {_WRITABLE}"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)
@@ -123,10 +130,30 @@ def save_checkpoint(
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint "
+            f"is kept; {_WRITABLE}"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files that saves of `path` killed mid-write left behind (a kill -9
+    runs no cleanup); returns what was removed. Call it only while no save is running."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
 
 
 def _check_readable(path: Path) -> None:
@@ -152,7 +179,17 @@ def _read_entries(path: Path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        NotImplementedError,  # a flipped byte can name an unknown compression method
+        RuntimeError,
+        struct.error,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as exc:
         raise DataError(
             f"checkpoint {path} is truncated or corrupt ({exc}); {_START_OVER}"
         ) from None

@@ -103,24 +103,35 @@ def utkface_folder(folder: str | Path, size: tuple[int, int]) -> ImageSet:
 
 def csv_file(path: str | Path, size: tuple[int, int], classes=SEXES) -> ImageSet:
     path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(
+            f"cannot read the CSV file {path} ({_reason(e)}); give a UTF-8 file of path,label"
+        ) from None
     items = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for k, row in enumerate(csv.reader(f)):
-            if not row or (k == 0 and row[0].strip().lower() == "path"):
-                continue
-            image = path.parent / row[0].strip()
-            try:
-                if len(row) != 2:
-                    raise ValueError(f"expected path,label, got {len(row)} fields")
-                items.append((image, int(row[1])))
-            except ValueError as e:
-                items.append((image, e))
+    for k, row in enumerate(rows):
+        if not row or (k == 0 and row[0].strip().lower() == "path"):
+            continue
+        image = path.parent / row[0].strip()
+        try:
+            if len(row) != 2:
+                raise ValueError(f"expected path,label, got {len(row)} fields")
+            items.append((image, int(row[1])))
+        except ValueError as e:
+            items.append((image, e))
     return _load(items, size, classes, str(path))
 
 
 def load_faces(data: str | Path, size: tuple[int, int]) -> ImageSet:
     """A UTKFace-style folder, or a CSV of path,label."""
     data = Path(data)
+    if not data.exists():
+        raise DataError(
+            f"--data {data} does not exist; give a folder of UTKFace-named images or a CSV "
+            "file of path,label lines"
+        )
     return csv_file(data, size) if data.suffix.lower() == ".csv" else utkface_folder(data, size)
 
 
@@ -152,21 +163,22 @@ def digit_images(size: int = 16, classes=(3, 8), seed: int = 0, val_fraction=0.2
     return split(images, val_fraction, seed)
 
 
-def predict(checkpoint: str | Path, paths) -> list[tuple[str, dict[str, float]]]:
-    """Class probabilities (softmax of the output `o`) of each image, with the model and
-    sizes recorded in an image-task checkpoint. Batch norms run in evaluation mode, with the
-    running statistics saved in the checkpoint, so each image is classified on its own (the
-    same alone or among others). A checkpoint written before running statistics were kept
-    falls back, with a warning, to normalising the given images together as one batch."""
-    from graphrnn.model import load
-    from graphrnn.train.checkpoint import load_checkpoint
+def predict(checkpoint: str | Path, paths) -> list[tuple[str, dict[str, float] | str]]:
+    """Class probabilities (softmax of the output `o`) of each image, with the model stored
+    in an image-task checkpoint; an image that cannot be read gets its error message
+    instead, so one bad file does not lose the others. Batch norms run in evaluation mode,
+    with the running statistics saved in the checkpoint, so each image is classified on its
+    own (the same alone or among others). A checkpoint written before running statistics
+    were kept falls back, with a warning, to normalising the given images together as one
+    batch."""
+    from graphrnn.model import load_checkpoint
 
-    params, _, meta, state = load_checkpoint(checkpoint, with_state=True)
+    model = load_checkpoint(checkpoint)
+    params, meta, state = model.params, model.meta, model.state
     if "classes" not in meta or "image_size" not in meta:
         raise DataError(f"{checkpoint} is not a checkpoint of an image task (faces, digit_images)")
-    model = load(meta["model"], **meta["sizes"])
     mode = "eval"
-    if model.state and not state:
+    if model.state and not model.state_saved:
         warnings.warn(
             f"{checkpoint} holds no batch-norm running statistics (it was written before "
             "graphrnn kept them), so the given images are normalised together as one batch "
@@ -175,18 +187,27 @@ def predict(checkpoint: str | Path, paths) -> list[tuple[str, dict[str, float]]]
             stacklevel=2,
         )
         mode = "train"
-    elif set(state) != set(model.state):
-        raise DataError(
-            f"{checkpoint} holds running statistics {sorted(state)} but the model "
-            f"{meta['model']} has {sorted(model.state)}; was the model file changed?"
-        )
     size = tuple(meta["image_size"])
-    x = np.stack([read_image(p, size) for p in paths])
-    fn = model.compile("reference", "float64", mode=mode)
-    logits = fn.forward({**params, **state}, {"img": x})["o"]
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs = e / e.sum(axis=-1, keepdims=True)
-    return [
-        (str(p), {c: float(q) for c, q in zip(meta["classes"], row)})
-        for p, row in zip(paths, probs)
-    ]
+    images, results = [], {}
+    for path in paths:
+        try:
+            images.append((str(path), read_image(path, size)))
+        except Exception as e:  # Pillow raises many kinds for broken files
+            results[str(path)] = f"cannot read the image ({_reason(e)})"
+    if images:
+        fn = model.compile("reference", "float64", mode=mode)
+        x = np.stack([a for _, a in images])
+        logits = fn.forward({**params, **state}, {"img": x})["o"]
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = e / e.sum(axis=-1, keepdims=True)
+        for (path, _), row in zip(images, probs):
+            results[path] = {c: float(q) for c, q in zip(meta["classes"], row)}
+    return [(str(p), results[str(p)]) for p in paths]
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "no such file"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

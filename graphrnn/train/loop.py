@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from graphrnn.errors import DataError, GraphRNNError
-from graphrnn.train.checkpoint import load_checkpoint, save_checkpoint
+from graphrnn.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 from graphrnn.train.metrics import MetricsLogger, drop_after
 from graphrnn.train.optim import Optimizer, clip_grad_norm, global_norm, make_optimizer
 
@@ -208,6 +208,7 @@ class _Run:
         self.records: list[dict[str, Any]] = []
         self.last_saved_step: int | None = None
         self.history = History(params=params, state=state)
+        self.growth = _Growth()
 
     def save(self) -> None:
         if self.checkpoint_path is None:
@@ -241,6 +242,9 @@ class _Run:
         loss = float(loss)
         if not math.isfinite(loss):
             raise self.diverged(f"the loss became {loss}")
+        grown = self.growth.add(loss)
+        if grown:
+            raise self.diverged(grown)
         grads = dict(grads)
         norm = clip_grad_norm(grads, self.clip) if self.clip else global_norm(grads)
         if not math.isfinite(norm):
@@ -329,6 +333,8 @@ def train(
     _check_options(epochs, clip, checkpoint_every)
     opt = make_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    if ckpt is not None:
+        remove_stale_temps(ckpt)
     run = _Run(
         loss_and_grad, _copy_params(params), opt, clip, ckpt, meta, _copy_params(state or {})
     )
@@ -355,8 +361,39 @@ def train(
     return run.history
 
 
+class _Growth:
+    """Divergence that stays finite (Adam at a huge learning rate takes the loss from 2.3 to
+    3.6e7): the mean loss of a window of WINDOW steps above GROWTH times the first step's
+    loss (where this call started), and above it by more than 1, stops the run."""
+
+    WINDOW = 10
+    GROWTH = 1000.0
+
+    def __init__(self) -> None:
+        self.window: list[float] = []
+        self.first: float | None = None
+
+    def add(self, loss: float) -> str | None:
+        if self.first is None:
+            self.first = loss
+        self.window.append(loss)
+        if len(self.window) < self.WINDOW:
+            return None
+        mean = sum(self.window) / len(self.window)
+        self.window = []
+        if mean > self.GROWTH * self.first and mean > self.first + 1:
+            return (
+                f"the loss grew from {self.first:.4g} to {mean:.4g} (mean of the last "
+                f"{self.WINDOW} steps), over {self.GROWTH:g} times where it started: the run "
+                "diverged"
+            )
+        return None
+
+
 class _StepLog:
-    """Averages the loss over ``every`` steps and writes one train event per window."""
+    """Averages the loss over windows of ``every`` steps ending at multiples of ``every``
+    (so a resumed run logs at the same steps as an uninterrupted one) and writes one train
+    event per window."""
 
     def __init__(self, logger: MetricsLogger | None, every: int):
         self.logger, self.every = logger, max(1, every)
@@ -366,7 +403,7 @@ class _StepLog:
         if self.logger is None:
             return
         self.loss, self.steps = self.loss + loss, self.steps + 1
-        if self.steps < self.every:
+        if pos.step % self.every != 0:
             return
         rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
         self.logger.log(
@@ -410,6 +447,7 @@ def _epochs(
         shown.update(
             {k: f"{v:.4g}" for k, v in record.items() if k.startswith("val_") and v is not None}
         )
+        bar.set_postfix(shown)  # show this epoch's validation now, not at the next step
         if logger is not None:
             logger.log(event="epoch", **record, steps_per_s=rate)
         run.save()

@@ -7,25 +7,29 @@ softmax(o / temperature) and fed back, the recurrent state carried through the m
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from graphrnn.errors import DataError
-from graphrnn.model import load
-from graphrnn.train.checkpoint import load_checkpoint
+from graphrnn.model import load_checkpoint
 
 
 def sample_text(path: str, length: int, prime: str, temperature: float, seed: int) -> str:
-    params, _, meta = load_checkpoint(path)
+    """`length` characters after `prime`, from the model stored in the checkpoint."""
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise DataError(f"--temperature must be a positive number, got {temperature}")
+    if length < 0:
+        raise DataError(f"--length must be 0 or more characters, got {length}")
+    model = load_checkpoint(path)
+    params, meta = model.params, model.meta
     if "vocab" not in meta:
         raise DataError(f"{path} is not a character-model checkpoint (no vocabulary in it)")
-    if temperature <= 0:
-        raise DataError("--temperature must be positive")
     vocab = meta["vocab"]
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted(set(prime) - set(index))
     if unknown:
         raise DataError(f"the prime text has characters not in the vocabulary: {unknown!r}")
-    model = load(meta["model"], **meta["sizes"])
     fn = model.compile("numba", dtype="float64")
     rng = np.random.default_rng(seed)
     states = {

@@ -44,6 +44,7 @@ class TrainConfig:
     dtype: str = "float32"
     out: str = "runs/run"
     resume: bool = False
+    overwrite: bool = False  # start over in a run directory that already holds a run
     seed: int = 0
     steps: int | None = None
     n_train: int | None = None
@@ -66,7 +67,7 @@ class Prepared:
 def run(config: TrainConfig) -> tuple[History, dict]:
     """Train as configured; returns the history and the last validation metrics."""
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_run_directory(out, config.resume, config.overwrite)
     prepare = _TASKS.get(config.task)
     if prepare is None:
         datasets.get_task(config.task)
@@ -96,6 +97,8 @@ def run(config: TrainConfig) -> tuple[History, dict]:
         progress=config.progress,
         meta={
             "model": str(Path(config.model).resolve()),
+            "model_name": model.name,
+            "model_text": model.text,
             "sizes": model.sizes,
             "task": config.task,
             **prepared.meta,
@@ -105,6 +108,38 @@ def run(config: TrainConfig) -> tuple[History, dict]:
     plot_curves(out / "metrics.jsonl", out / "curves.png")
     last = history.epochs[-1] if history.epochs else {}
     return history, last
+
+
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "curves.png")
+
+
+def _claim_run_directory(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run directory that already holds a run is continued (--resume) or deliberately
+    started over (--overwrite), never overwritten by accident; it must be writable."""
+    if resume and overwrite:
+        raise GraphRNNError(
+            "--resume continues the run in --out and --overwrite deletes it: give one"
+        )
+    existing = [out / name for name in RUN_FILES[:2] if (out / name).exists()]
+    if existing and not resume and not overwrite:
+        raise GraphRNNError(
+            f"{out} already holds a run ({', '.join(p.name for p in existing)}); continue it "
+            "with --resume, start it over with --overwrite (deletes them), or choose another "
+            "directory with --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        probe = out / ".graphrnn-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GraphRNNError(
+            f"cannot write to the run directory {out}: {exc.strerror}; choose a writable "
+            "directory with --out"
+        ) from None
 
 
 def _optimizer(config: TrainConfig):
