@@ -6,7 +6,7 @@ tanh. One module that every stage imports, so it is compiled once, not once per 
 from numba import njit
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, error_model="numpy", fastmath=True)
 def tanh(x):
     x = min(max(x, -7.90531110763549805), 7.90531110763549805)
     x2 = x * x

@@ -115,3 +115,29 @@ def test_numba_matches_reference_on_random_cells(ex):
     assert set(grads1) == set(grads0)
     for name in grads0:
         assert_close(grads1[name], grads0[name], 1e-10, f"gradient of {name}")
+
+
+DIVIDING = """
+model Divide(I):
+    input x[I] over t
+    param w[I] ~ ones
+    h(0) = zeros(I)
+    h(t) = x(t) / w + h(t-1)
+    loss = sum over t of sum(h(t))
+"""
+
+
+def test_division_by_zero_gives_inf_and_nan_as_in_numpy():
+    """Numba's default error model raises ZeroDivisionError; kernels must give NumPy's IEEE
+    results instead (the reference's), including for a zero parameter."""
+    model = gr.loads(DIVIDING, I=3, seed=0)
+    params = {"w": np.array([1.0, 0.0, -0.0])}
+    x = np.ones((4, 2, 3))
+    x[:, :, 2] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = model.compile("reference").forward(params, {"x": x})["h"]
+    actual = model.compile("numba", dtype="float64").forward(params, {"x": x})["h"]
+    assert np.isfinite(expected[..., 0]).all()
+    assert np.isinf(expected[..., 1]).all() and np.isnan(expected[..., 2]).all()
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(actual[~np.isnan(actual)], expected[~np.isnan(expected)])
