@@ -11,27 +11,10 @@ from dataclasses import dataclass
 from graphrnn.ir import ops  # noqa: F401  (registers the primitives)
 from graphrnn.ir.registry import OPS
 
-# The ops a model file calls by the op's own name. Their arity comes from the op registry,
-# so the language and the IR cannot disagree on it; every other op is internal (delays,
-# reads at a step, gradients) and cannot be called.
-CALLABLE_OPS = (
-    "tanh",
-    "sigmoid",
-    "relu",
-    "exp",
-    "log",
-    "sqrt",
-    "softmax",
-    "log_softmax",
-    "sum",
-    "mean",
-    "transpose",
-    "outer",
-    "concat",
-    "softmax_cross_entropy",
-    "mse",
-    "global_avgpool",
-)
+# The ops a model file calls by the op's own name (flagged `builtin` on the record), with
+# their arity from the registry, so the language and the IR cannot disagree; every other op
+# is internal (delays, reads at a step, gradients) and cannot be called.
+CALLABLE_OPS = tuple(sorted(name for name, op in OPS.items() if op.builtin))
 
 # DSL name -> (IR op, number of arguments; None for any number)
 OP_FUNCTIONS: dict[str, tuple[str, int | None]] = {

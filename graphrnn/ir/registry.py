@@ -64,6 +64,7 @@ class Op:
                       expansions over t, broadcast): its value depends on sizes bound at run time
       reads_in_place  its kernel reads its operands element by element, so a sliced operand
                       is read in place at shifted indices instead of copied
+      builtin         a model file calls it by its name, with its operands as arguments
 
     `kernel(node)` gives the op's loop nests (graphrnn/loopnest.py), which both compiled
     backends print; it is attached by the op family's module in graphrnn/kernels/.
@@ -85,6 +86,7 @@ class Op:
     materialises: bool = False
     along_axes: bool = False
     reads_in_place: bool = False
+    builtin: bool = False
     kernel: Callable | None = None
 
 
@@ -108,6 +110,7 @@ def register(
     materialises: bool = False,
     along_axes: bool = False,
     reads_in_place: bool = False,
+    builtin: bool = False,
 ) -> Op:
     """`scalar` is the elementwise formula, e.g. "tanh({0})", that every compiled backend
         expands into its fused loops, written with + - * /, max, conditional expressions and the
@@ -130,6 +133,7 @@ def register(
         materialises=materialises,
         along_axes=along_axes,
         reads_in_place=reads_in_place,
+        builtin=builtin,
     )
     OPS[name] = op
     return op

@@ -96,3 +96,15 @@ def reduce_to(n: Node) -> list[Nest]:
 
 
 kernel("broadcast")(copy)
+
+
+@kernel("cumsum")
+def cumsum(n: Node) -> list[Nest]:
+    """One point per row: a running sum along the last dimension, from its end if reversed."""
+    (x,) = n.inputs
+    b = per_element(n, n.shape[:-1])
+    acc = b.let("acc", "0.0")
+    with b.loop("e", n.shape[-1], reverse=n.attrs.get("reverse", False)) as e:
+        b.set(acc, b.ref(x, [*b.elems, e]), "+=")
+        b.store(n, [*b.elems, e], acc)
+    return done(b)

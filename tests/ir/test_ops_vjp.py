@@ -97,6 +97,10 @@ def reduction_case(op, draw, b):
     return apply(op, b.leaf(shape_of(draw)))
 
 
+def cumsum_case(op, draw, b):
+    return apply(op, b.leaf(shape_of(draw, min_rank=1)), reverse=draw(st.booleans()))
+
+
 def expand_case(op, draw, b):
     shape = shape_of(draw)
     x = b.leaf(draw(st.sampled_from([(), shape])))
@@ -189,6 +193,7 @@ CASES = {
     "pad": pad_case,
     "sum": reduction_case,
     "mean": reduction_case,
+    "cumsum": cumsum_case,
     "expand": expand_case,
     "reduce_to": reduce_to_case,
     "softmax": vector_case,

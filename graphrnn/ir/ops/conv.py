@@ -487,6 +487,7 @@ def _global_avgpool_vjp(node, g):
 
 register(
     "global_avgpool",
+    builtin=True,
     shape=_channel_reduce_shape,
     evaluate=lambda env, node, x: x.mean(axis=(-2, -1)),
     vjp=_global_avgpool_vjp,

@@ -66,21 +66,35 @@ def _sigmoid(x):
 
 
 unary("neg", np.negative, "(-{0})", lambda n, g: [apply("neg", g)], linear=True, linear_in=(0,))
-unary("exp", np.exp, "exp({0})", lambda n, g: [apply("mul", g, n)])
-unary("log", np.log, "log({0})", lambda n, g: [apply("div", g, n.inputs[0])])
-unary("sqrt", np.sqrt, "sqrt({0})", lambda n, g: [apply("div", g, apply("mul", const(2.0), n))])
-unary("tanh", np.tanh, "tanh({0})", lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))])
+unary("exp", np.exp, "exp({0})", lambda n, g: [apply("mul", g, n)], builtin=True)
+unary("log", np.log, "log({0})", lambda n, g: [apply("div", g, n.inputs[0])], builtin=True)
+unary(
+    "sqrt",
+    np.sqrt,
+    "sqrt({0})",
+    lambda n, g: [apply("div", g, apply("mul", const(2.0), n))],
+    builtin=True,
+)
+unary(
+    "tanh",
+    np.tanh,
+    "tanh({0})",
+    lambda n, g: [apply("mul", g, _one_minus(apply("mul", n, n)))],
+    builtin=True,
+)
 unary(
     "sigmoid",
     _sigmoid,
     "(0.5 * tanh(0.5 * {0}) + 0.5)",
     lambda n, g: [apply("mul", g, apply("mul", n, _one_minus(n)))],
+    builtin=True,
 )
 unary(
     "relu",
     lambda x: np.maximum(x, 0),
     "max({0}, 0.0)",
     lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))],
+    builtin=True,
 )
 unary("step", lambda x: (x > 0).astype(x.dtype), "(1.0 if {0} > 0.0 else 0.0)", lambda n, g: [None])
 

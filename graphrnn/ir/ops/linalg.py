@@ -46,6 +46,7 @@ def _outer_shape(shapes, **attrs):
 
 register(
     "outer",
+    builtin=True,
     shape=_outer_shape,
     evaluate=lambda env, node, a, b: a[..., :, None] * b[..., None, :],
     vjp=lambda n, g: [
@@ -66,6 +67,7 @@ def _transpose_shape(shapes, **attrs):
 
 register(
     "transpose",
+    builtin=True,
     shape=_transpose_shape,
     evaluate=lambda env, node, a: np.swapaxes(a, -1, -2),
     vjp=lambda n, g: [apply("transpose", g)],

@@ -26,6 +26,7 @@ def _log_softmax(x):
 
 register(
     "softmax",
+    builtin=True,
     shape=_vector_shape,
     evaluate=lambda env, node, x: np.exp(_log_softmax(x)),
     vjp=lambda n, g: [apply("mul", n, apply("sub", g, apply("sum", apply("mul", g, n))))],
@@ -34,6 +35,7 @@ register(
 )
 register(
     "log_softmax",
+    builtin=True,
     shape=_vector_shape,
     evaluate=lambda env, node, x: _log_softmax(x),
     vjp=lambda n, g: [
@@ -59,6 +61,7 @@ def _xent_vjp(node, g):
 
 register(
     "softmax_cross_entropy",
+    builtin=True,
     shape=_pair_shape,
     evaluate=lambda env, node, o, y: -(y * _log_softmax(o)).sum(axis=-1),
     vjp=_xent_vjp,
@@ -75,6 +78,7 @@ def _mse_vjp(node, g):
 
 register(
     "mse",
+    builtin=True,
     shape=_pair_shape,
     evaluate=lambda env, node, o, y: ((o - y) ** 2).mean(axis=-1),
     vjp=_mse_vjp,

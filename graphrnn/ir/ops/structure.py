@@ -37,6 +37,7 @@ def _concat_vjp(node, g):
 
 register(
     "concat",
+    builtin=True,
     shape=_concat_shape,
     evaluate=_concat_eval,
     vjp=_concat_vjp,
@@ -102,6 +103,7 @@ def _per_example_axes(node):
 
 register(
     "sum",
+    builtin=True,
     shape=lambda shapes: (),
     evaluate=lambda env, node, x: x.sum(axis=_per_example_axes(node)),
     vjp=lambda n, g: [apply("expand", g, shape=n.inputs[0].shape)],
@@ -112,6 +114,7 @@ register(
 )
 register(
     "mean",
+    builtin=True,
     shape=lambda shapes: (),
     evaluate=lambda env, node, x: x.mean(axis=_per_example_axes(node)),
     vjp=lambda n, g: [
@@ -203,5 +206,32 @@ register(
     linear_in=(0,),
     materialises=True,
     along_axes=True,
+    reads_in_place=True,
+)
+
+
+def _cumsum_shape(shapes, reverse: bool = False):
+    (s,) = shapes
+    if not s:
+        raise ShapeMismatch("cumsum runs along the last dimension; give it a vector or matrix")
+    return s
+
+
+def _cumsum_eval(env, node, x):
+    if node.attrs.get("reverse", False):
+        return np.flip(np.cumsum(np.flip(x, -1), axis=-1), -1)
+    return np.cumsum(x, axis=-1)
+
+
+register(
+    "cumsum",
+    builtin=True,
+    shape=_cumsum_shape,
+    evaluate=_cumsum_eval,
+    # y_j = sum_{i <= j} x_i, so dL/dx_i = sum_{j >= i} g_j: the sum from the other end.
+    vjp=lambda n, g: [apply("cumsum", g, reverse=not n.attrs.get("reverse", False))],
+    arity=1,
+    linear=True,
+    linear_in=(0,),
     reads_in_place=True,
 )
