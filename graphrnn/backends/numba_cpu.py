@@ -66,7 +66,7 @@ class Kernel:
 
     def products_are_loops(self, batch: int) -> bool:
         """Whether every per-step product runs as generated loops at this batch size (the
-        rule of loopgen_ops._uses_blas), so BLAS only does the few bulk products."""
+        threshold of numba_products.matmul), so BLAS only does the few bulk products."""
         return all(batch * size < BLAS_MIN_STEP for size in self.step_products)
 
     def stage_module(self, stage: Stage) -> str:

@@ -39,6 +39,7 @@ UNARY_VALUES = {
     "sqrt": "pos",
     "tanh": "any",
     "sigmoid": "any",
+    "softplus": "any",
     "relu": "away",
     "step": "away",
 }

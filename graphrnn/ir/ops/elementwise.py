@@ -96,6 +96,13 @@ unary(
     lambda n, g: [apply("mul", g, apply("step", n.inputs[0]))],
     builtin=True,
 )
+unary(
+    "softplus",
+    lambda x: np.logaddexp(0.0, x),
+    "(max({0}, 0.0) + log(1.0 + exp(-abs({0}))))",
+    lambda n, g: [apply("mul", g, apply("sigmoid", n.inputs[0]))],
+    builtin=True,
+)
 unary("step", lambda x: (x > 0).astype(x.dtype), "(1.0 if {0} > 0.0 else 0.0)", lambda n, g: [None])
 
 binary("add", np.add, "({0} + {1})", lambda n, g: [g, g], linear=True, commutative=True)
