@@ -69,6 +69,12 @@ def lstm_map(prefix: str, w: dict, combine) -> dict:
     return out
 
 
+def torch_layout_map(prefix: str, w: dict, combine) -> dict:
+    """Model files that store the weights as torch does (lstm_torch.grnn): as they are."""
+    names = {"W_ih": "w_ih", "W_hh": "w_hh", "b_ih": "b_ih", "b_hh": "b_hh"}
+    return {f"{prefix}{ours}": w[theirs] for ours, theirs in names.items()}
+
+
 def gru_map(prefix: str, w: dict, combine) -> dict:
     r, z, n = (slice(k * H, (k + 1) * H) for k in range(3))
     return {
@@ -126,6 +132,9 @@ CASES = {
         "elman_relu.grnn", lambda: nn.RNN(N_IN, H, nonlinearity="relu"), rnn_map, **single("h.")
     ),
     "lstm": Case("lstm.grnn", lambda: nn.LSTM(N_IN, H), lstm_map, **single("h.")),
+    "lstm_torch": Case(
+        "lstm_torch.grnn", lambda: nn.LSTM(N_IN, H), torch_layout_map, **single("h.")
+    ),
     "lstm_peephole(p=0)": Case(
         "lstm_peephole.grnn",
         lambda: nn.LSTM(N_IN, H),

@@ -37,9 +37,14 @@ from graphrnn.backends.cuda_c import CTYPES, literal, translate
 from graphrnn.backends.planning import (
     BLAS_MIN_STEP,
     blas_product,
+    concat_copies,
+    concat_slots,
     consumers,
+    delay_views,
+    delayed,
     fusion_units,
     gemm_gradients,
+    in_slot,
     needs_buffer,
     nodes_of,
     runs,
@@ -263,9 +268,9 @@ class KernelPrinter:
     def _target(self, s: Assign) -> str:
         if isinstance(s.target, Local):
             return s.target.name
-        node = s.target.node
-        self.writes.setdefault(node.id, node)
         elems = [self.index(e) for e in s.target.elems]
+        node, elems = in_slot(s.target.node, elems, self.gen.slots)
+        self.writes.setdefault(node.id, node)
         return self.gen.element(node, elems, {}, "ib", None)
 
     def _assigned(self, s: Assign) -> str:
@@ -339,6 +344,8 @@ class CudaGen:
         self.names = {i: f"v{k}" for i, k in self.number.items()}
         self.virtual = gemm_gradients(items, self.users, self.root_ids)
         self.views = slice_views(items, self.users, self.root_ids)
+        self.slots = concat_slots(items, self.users, self.root_ids)
+        self.delays = delay_views(items, self.users, self.root_ids)
         self.kernels: dict[str, str] = {}
         self.buffers: dict[int, tuple[Dim, ...]] = {}
         self.steps: list[Step] = []
@@ -360,6 +367,9 @@ class CudaGen:
         if node.id in self.views:
             shifted = list(elems[:-1]) + [f"({node.attrs['start']} + {elems[-1]})"]
             return self.element(node.inputs[0], shifted, override, batch, reads)
+        if node.id in self.delays:
+            return self._delayed(node, elems, override, batch, reads)
+        node, elems = in_slot(node, elems, self.slots)
         if reads is not None:
             reads.setdefault(node.id, node)
         terms: list[tuple[Dim, str]] = []
@@ -375,6 +385,14 @@ class CudaGen:
         for size, var in terms:
             offset = var if not offset else f"({offset}) * {size} + {var}"
         return f"{self.names[node.id]}[{offset or 0}]"
+
+    def _delayed(self, n: Node, elems, override, batch: str, reads) -> str:
+        v, init = n.inputs
+        axis = n.attrs["axis"]
+        src, inside = delayed(n, override.get(axis, self.axis_var(axis)))
+        src, inside = translate(src, self.dtype, "index"), translate(inside, self.dtype, "index")
+        value = self.element(v, elems, {**override, axis: src}, batch, reads)
+        return f"({inside} ? {value} : {self.element(init, elems, override, batch, reads)})"
 
     def _inline(self, node: Node) -> str:
         if node.op == "const":
@@ -433,7 +451,7 @@ class CudaGen:
         self.current = self.steps
 
     def _emit_nodes(self, nodes: list[Node]) -> None:
-        for unit in fusion_units(nodes, self.virtual | self.views):
+        for unit in fusion_units(nodes, self.virtual | self.views | self.delays):
             if OPS[unit[0].op].elementwise:
                 ids = {n.id for n in unit}
                 stored = [n for n in unit if needs_buffer(n, ids, self.users, self.root_ids)]
@@ -450,7 +468,10 @@ class CudaGen:
             return
         if OPS[node.op].kernel is None:
             raise NotImplementedError(f"no kernel for op '{node.op}'")
-        for nest in OPS[node.op].kernel(node):
+        nests = OPS[node.op].kernel(node)
+        if node.op == "concat":
+            nests = concat_copies(node, nests, self.slots)
+        for nest in nests:
             self.launch(nest, self.kernel_name(nest))
 
 

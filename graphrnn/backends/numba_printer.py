@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from graphrnn.backends.planning import nodes_of
+from graphrnn.backends.planning import delayed, in_slot, nodes_of
 from graphrnn.ir.node import Node
 from graphrnn.loopnest import Assign, For, If, Let, Local, Nest, Ref, lead_dims, resolve
 
@@ -20,7 +20,8 @@ _FLOAT = re.compile(r"(?<![\w.])(?:\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+)(?![\w.])
 
 class NumbaPrinter:
     """The state printing shares with the program: buffer names, the open loops and fixed
-    step axes, which nodes are views or never formed, and the lines written so far."""
+    step axes, which nodes are views, written into a concat's slot or never formed, and the
+    lines written so far."""
 
     def __init__(
         self, axes: tuple[str, ...], dtype: str, roots: list[Node], items, leaves, axis_sizes=None
@@ -45,6 +46,8 @@ class NumbaPrinter:
             self.number.setdefault(node.id, len(self.number))
         self.virtual: set[int] = set()
         self.views: set[int] = set()
+        self.slots: dict[int, tuple[Node, int]] = {}
+        self.delays: set[int] = set()
 
     # ---- emission helpers ------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -68,6 +71,7 @@ class NumbaPrinter:
         return "(" + ", ".join(dims) + ",)"
 
     def alloc(self, node: Node) -> None:
+        node, _ = in_slot(node, [], self.slots)
         if node.id in self.allocated:
             return
         self.allocated.add(node.id)
@@ -101,12 +105,22 @@ class NumbaPrinter:
             shifted = list(elems[:-1]) + [f"{node.attrs['start']} + {elems[-1]}"]
             return self.ref(node.inputs[0], shifted, override, batch_var)
         override = override or {}
+        if node.id in self.delays:
+            return self._delayed(node, elems, override, batch_var)
+        node, elems = in_slot(node, elems, self.slots)
         idx = []
         for a in self.axes:
             idx.append(override.get(a, self.axis_var(a)) if a in node.axes else "0")
         idx.append(batch_var if node.batched else "0")
         idx.extend(elems)
         return f"{self.buf(node)}[{', '.join(idx)}]"
+
+    def _delayed(self, n: Node, elems, override: dict, batch_var: str) -> str:
+        v, init = n.inputs
+        axis = n.attrs["axis"]
+        src, inside = delayed(n, override.get(axis, self.axis_var(axis)))
+        value = self.ref(v, elems, {**override, axis: src}, batch_var)
+        return f"({value} if {inside} else {self.ref(init, elems, override, batch_var)})"
 
     # ---- printing nests --------------------------------------------------------------
     def print_nests(self, nests: list[Nest]) -> None:

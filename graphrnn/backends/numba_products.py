@@ -16,10 +16,10 @@ from graphrnn.backends.planning import (
     is_static_matrix,
     summed_outer,
 )
-from graphrnn.ir.node import Node
+from graphrnn.ir.node import STATIC, Node
 from graphrnn.ir.registry import OPS
 from graphrnn.kernels import linalg
-from graphrnn.kernels.common import per_example
+from graphrnn.kernels.common import loops, per_example, reduced
 
 
 def computes_per_example(g: NumbaPrinter, n: Node) -> bool:
@@ -111,16 +111,32 @@ def outer(g: NumbaPrinter, n: Node) -> bool:
 
 
 def reduce_to(g: NumbaPrinter, n: Node) -> bool:
-    """sum over steps and batch of outer(a, b) = A^T B with A = a as [T*B, m], B likewise."""
+    """A parameter gradient sum_{t,b} outer(a, b) is one GEMM A^T B (A = a as [T*B, m], B
+    likewise). Any other sum into a static vector or matrix (a bias gradient) adds whole rows
+    of its operand, step by step and example by example: the shared kernel's sum per output
+    element strides through memory, which a GPU thread per element reads coalesced but a CPU
+    core reads one cache line per addition."""
     gemm = summed_outer(n, g.virtual)
     if gemm is None:
-        return False
+        return _rows_sum(g, n) if n.context == STATIC and n.shape else False
     a, b, m, k = gemm
     g.allocated.add(n.id)
     g.emit(
         f"{g.buf(n)} = np.dot({g.buf(a)}.reshape((-1, {m})).T, "
         f"{g.buf(b)}.reshape((-1, {k}))).reshape({g.alloc_shape(n)})"
     )
+    return True
+
+
+def _rows_sum(g: NumbaPrinter, n: Node) -> bool:
+    (x,) = n.inputs
+    names = [f"e{k}" for k in range(len(n.shape))]
+    b = per_example(n)
+    with loops(b, names, n.shape) as e:
+        b.store(n, e, "ZERO")
+    with reduced(b, x, n) as (override, batch), loops(b, names, n.shape) as e:
+        b.store(n, e, b.ref(x, e, override, batch), "+=")
+    g.print_nest(b.nest)
     return True
 
 

@@ -16,7 +16,10 @@ from graphrnn import kernels
 from graphrnn.backends import numba_conv, numba_products
 from graphrnn.backends.numba_printer import NumbaPrinter
 from graphrnn.backends.planning import (
+    concat_copies,
+    concat_slots,
     consumers,
+    delay_views,
     fusion_units,
     gemm_gradients,
     is_static_matrix,
@@ -54,6 +57,8 @@ class LoopGen(NumbaPrinter):
         self.users = consumers(items)
         self.virtual = gemm_gradients(items, self.users, self.root_ids)
         self.views = slice_views(items, self.users, self.root_ids, _whole_buffer)
+        self.slots = concat_slots(items, self.users, self.root_ids)
+        self.delays = delay_views(items, self.users, self.root_ids)
 
     # ---- the program -----------------------------------------------------------------
     def generate(self) -> Program:
@@ -118,7 +123,7 @@ class LoopGen(NumbaPrinter):
         with the same leading loops (steps, batch) sharing one set of those loops."""
         run: list[list[Node]] = []
         signature = None
-        for unit in fusion_units(nodes, self.virtual | self.views):
+        for unit in fusion_units(nodes, self.virtual | self.views | self.delays):
             sig = self._shared_signature(unit)
             if sig is not None and sig == signature:
                 run.append(unit)
@@ -186,7 +191,8 @@ class LoopGen(NumbaPrinter):
         kernel = OPS[node.op].kernel
         if kernel is None:
             raise NotImplementedError(f"no kernel for op '{node.op}'")
-        self.print_nests(kernel(node))
+        nests = kernel(node)
+        self.print_nests(concat_copies(node, nests, self.slots) if node.op == "concat" else nests)
 
 
 def _whole_buffer(user: Node) -> bool:

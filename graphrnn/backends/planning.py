@@ -113,6 +113,64 @@ def slice_views(
     return views
 
 
+def delay_views(items, users, root_ids: set[int]) -> set[int]:
+    """Delays read in place: a delay whose every reader is elementwise is not copied into a
+    buffer of its own each step; its readers read the delayed value where it is stored, or
+    the initial value past the boundary (`delayed`)."""
+    views = set()
+    for item in items:
+        for n in nodes_of(item):
+            if n.op == "delay" and n.id not in root_ids and users[n.id]:
+                if all(OPS[u.op].elementwise for u in users[n.id]):
+                    views.add(n.id)
+    return views
+
+
+def delayed(n: Node, step: str) -> tuple[str, str]:
+    """For a delay read in place at `step` of its axis: the step it reads (an index
+    expression) and the condition that it lies inside the sequence."""
+    axis, offset = n.attrs["axis"], n.attrs["offset"]
+    src = f"{step} + {offset}" if offset >= 0 else f"{step} - {-offset}"
+    return src, f"0 <= {src} < S_{axis}"
+
+
+def concat_slots(items, users, root_ids: set[int]) -> dict[int, tuple[Node, int]]:
+    """Operands written straight into their concat's buffer instead of into their own and
+    copied: {operand id: (concat, offset along the last dimension)}. An operand qualifies if
+    the concat is its only reader, it varies over what the concat varies over (so the two
+    buffers index alike), and it is an elementwise node (printed as a nest that stores each
+    element where its index says)."""
+    slots: dict[int, tuple[Node, int]] = {}
+    for item in items:
+        for c in nodes_of(item):
+            if c.op != "concat":
+                continue
+            offset = 0
+            for x in c.inputs:
+                readers = users[x.id]
+                alone = len(readers) == 1 and readers[0] is c and x.id not in root_ids
+                if alone and OPS[x.op].elementwise and x.context == c.context:
+                    slots[x.id] = (c, offset)
+                offset += x.shape[-1]
+    return slots
+
+
+def in_slot(node: Node, elems: list[str], slots) -> tuple[Node, list[str]]:
+    """Where an element of `node` lives: in its concat's buffer if it has a slot there (with
+    no `elems`, just the buffer's node)."""
+    while node.id in slots:
+        node, offset = slots[node.id]
+        if elems:
+            elems = list(elems[:-1]) + [f"{offset} + {elems[-1]}"]
+    return node, elems
+
+
+def concat_copies(concat: Node, nests: list, slots) -> list:
+    """The concat kernel's nests (one per operand, in order) left to run: those of operands
+    that have no slot in it."""
+    return [nest for x, nest in zip(concat.inputs, nests) if x.id not in slots]
+
+
 def fusion_units(nodes: list[Node], skip: set[int]) -> list[list[Node]]:
     """Consecutive elementwise nodes of one context and shape, grouped to become one fused
     nest (or kernel); every other node is a unit of its own. Leaves and `skip` are dropped."""

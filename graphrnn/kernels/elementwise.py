@@ -13,7 +13,7 @@ def fused_nest(group: list[Node], stored: list[Node]) -> Nest:
     """`group`: consecutive elementwise nodes of one context and shape, in order; `stored`:
     those whose values leave the nest."""
     head = group[0]
-    b = per_element(head, tag="_".join(dict.fromkeys(n.op for n in group[:3])))
+    b = per_element(head, tag="_".join(list(dict.fromkeys(n.op for n in group))[:4]))
     b.nest.elementwise = True
     temps: dict[int, str] = {}
     for n in group:

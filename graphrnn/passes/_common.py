@@ -147,6 +147,37 @@ def root_ids(graph: Graph) -> set[int]:
     return {r.id for r in graph.roots()}
 
 
+def sums(graph: Graph, actual: Actual):
+    """Each sum of the graph, users before what they use: (root, terms, private). A sum is a
+    tree of adds of the root's shape whose inner adds are `private`: read once (by the sum),
+    not an output, with the context their operands give them, and evaluated where the root
+    is (both in bulk, or in the same recurrence); `terms` are its leaves."""
+    loops = actual.loops
+    use = users(graph)
+    roots = root_ids(graph)
+    seen: set[int] = set()
+    for root in reversed(reachable(graph.roots())):
+        if root.op != "add" or root.id in seen:
+            continue
+        place = loops.get(root.id)
+
+        def private(n: Node, place=place) -> bool:
+            once = len(use.get(n.id, ())) == 1 and n.id not in roots
+            fits = consistent(n) and actual(n) == n.context and loops.get(n.id) == place
+            return once and fits
+
+        terms: list[Node] = []
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            if n is root or (n.op == "add" and n.shape == root.shape and private(n)):
+                seen.add(n.id)
+                stack.extend(reversed(n.inputs))
+            else:
+                terms.append(n)
+        yield root, terms, private
+
+
 def inherit(new: Node, old: Node) -> None:
     """A fresh node standing for a user-named one takes its name and place."""
     if new.name is None and old.name is not None:

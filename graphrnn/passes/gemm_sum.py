@@ -19,21 +19,19 @@ The sum's floating-point association changes (differences in the last bits).
 
 from __future__ import annotations
 
-from graphrnn.ir.graph import Graph, reachable
+from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import apply
 from graphrnn.passes._common import (
     Actual,
-    consistent,
     copy_graph,
     inherit,
     matrix_label,
     node_count,
-    root_ids,
     same_value_kind,
     substitute,
     summarize,
-    users,
+    sums,
 )
 from graphrnn.passes.gemm_merge import is_static_matrix, matrix_order
 
@@ -43,34 +41,9 @@ def gemm_sum(graph: Graph, *, inplace: bool = False) -> tuple[Graph, list[str]]:
     g = graph if inplace else copy_graph(graph)
     before = node_count(g)
     actual = Actual(g)
-    loops = actual.loops
-    use = users(g)
-    roots = root_ids(g)
-
-    def private(n: Node) -> bool:
-        """Read once, by the sum, and with the contexts its operands give it."""
-        once = len(use.get(n.id, ())) == 1 and n.id not in roots
-        return once and consistent(n) and actual(n) == n.context
-
     repl: dict[int, Node] = {}
-    seen: set[int] = set()
     details = []
-    for root in reversed(reachable(g.roots())):  # users before what they use: whole sums
-        if root.op != "add" or root.id in seen:
-            continue
-        place = loops.get(root.id)
-        terms: list[Node] = []
-        stack = [root]
-        while stack:
-            n = stack.pop()
-            inner = n is root or (
-                n.op == "add" and private(n) and n.shape == root.shape and loops.get(n.id) == place
-            )
-            if inner:
-                seen.add(n.id)
-                stack.extend(reversed(n.inputs))
-            else:
-                terms.append(n)
+    for root, terms, private in sums(g, actual):
         products = [
             t
             for t in terms
@@ -78,7 +51,6 @@ def gemm_sum(graph: Graph, *, inplace: bool = False) -> tuple[Graph, list[str]]:
             and is_static_matrix(t.inputs[0])
             and private(t)
             and t.shape == root.shape
-            and loops.get(t.id) == place
         ]
         if len(products) < 2:
             continue

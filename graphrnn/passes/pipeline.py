@@ -3,7 +3,8 @@
     graph, lines = optimize(grad(model.graph))                  # every pass
     graph, lines = optimize(adjoint, disable={"gemm_merge"})    # all but one
 
-Order (ORDER): simplify, cse, split_products (a product in a loop whose concatenated operand
+Order (ORDER): simplify, cse, join_blocks (sums of padded blocks, the adjoints of slices, as
+one concat), split_products (a product in a loop whose concatenated operand
 is partly hoisted), gemm_merge, gemm_sum, split_products again (a merged adjoint product whose
 slices are partly hoisted), then simplify and cse again to clean up what the merges leave
 (transposes of transposes, equal stacked matrices), then dce. A disabled
@@ -27,6 +28,7 @@ from graphrnn.passes.cse import cse
 from graphrnn.passes.dce import dce
 from graphrnn.passes.gemm_merge import gemm_merge
 from graphrnn.passes.gemm_sum import gemm_sum
+from graphrnn.passes.join_blocks import join_blocks
 from graphrnn.passes.simplify import simplify
 from graphrnn.passes.split_products import split_products
 
@@ -35,6 +37,7 @@ Pass = Callable[..., tuple[Graph, list[str]]]
 PASSES: dict[str, Pass] = {
     "simplify": simplify,
     "cse": cse,
+    "join_blocks": join_blocks,
     "split_products": split_products,
     "gemm_merge": gemm_merge,
     "gemm_sum": gemm_sum,
@@ -44,6 +47,7 @@ PASSES: dict[str, Pass] = {
 ORDER: tuple[str, ...] = (
     "simplify",
     "cse",
+    "join_blocks",
     "split_products",
     "gemm_merge",
     "gemm_sum",
