@@ -13,7 +13,7 @@ import numpy as np
 
 from graphrnn.autodiff import grad
 from graphrnn.errors import DataError, DSLError
-from graphrnn.ir.graph import Graph
+from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.layout import check_array, from_aligned, to_aligned
@@ -52,7 +52,7 @@ class Compiled:
         self.executor = executor
         self._adjoint: Graph | None = None
         self._loss_graph: Graph | None = None
-        self.forward_graph = replace(graph, loss=None)
+        self.forward_graph = replace(graph, loss=None, outputs=_without_targets(graph))
         self._footprints: dict[tuple, dict[str, int]] = {}
 
     @property
@@ -230,6 +230,21 @@ class Compiled:
             if sizes[axis] < 1:
                 raise DataError(f"axis '{axis}' has length 0; give at least one step")
         return EvalEnv(self.graph.axes, sizes, batch or 1, self.dtype)
+
+
+def _without_targets(graph: Graph) -> dict[str, Node]:
+    """The outputs forward() computes: those that read no target (forward takes none; a
+    named per-step loss such as `ce(t) = mse(o(t), y(t))` is left to loss_and_grad)."""
+    reads = {n.id for n in graph.targets.values()}
+    order = reachable(list(graph.outputs.values()))
+    changed = bool(reads)
+    while changed:  # to a fixed point: delays make the graph cyclic
+        changed = False
+        for node in order:
+            if node.id not in reads and any(i.id in reads for i in node.inputs):
+                reads.add(node.id)
+                changed = True
+    return {name: node for name, node in graph.outputs.items() if node.id not in reads}
 
 
 def _check_mapping(what: str, value, example: str) -> None:
