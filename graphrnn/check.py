@@ -63,8 +63,9 @@ def gradient_check(
     backend's loss; parameters above MAX_FULL elements on `samples` elements each.
     `progress` is called with each parameter's result as soon as it is done (a large model
     takes minutes)."""
-    if samples < 1:
-        raise GraphRNNError(f"samples must be at least 1, got {samples}")
+    for what, value in (("tau", tau), ("batch", batch), ("samples", samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GraphRNNError(f"{what} must be a positive integer, got {value!r}")
     inputs, targets = random_data(model, tau, batch, seed)
     params = {k: v.astype(np.float64) for k, v in model.params.items()}
     analytic = model.compile(backend=backend, dtype="float64")

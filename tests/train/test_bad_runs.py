@@ -224,3 +224,17 @@ def test_byte_flipped_checkpoints_are_data_errors(tmp_path):
             load_checkpoint(path)
         except DataError:
             pass
+
+
+def test_an_os_error_anywhere_is_a_clear_message(monkeypatch, capsys):
+    import errno
+
+    import graphrnn.train.session as session
+
+    def full(config):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/curves.png")
+
+    monkeypatch.setattr(session, "run", full)
+    assert main(["train", "models/elman.grnn", "--task", "adding"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use runs/x/curves.png: No space left on device" in err
