@@ -54,6 +54,7 @@ class Compiled:
         self._loss_graph: Graph | None = None
         self.forward_graph = replace(graph, loss=None, outputs=_without_targets(graph))
         self._footprints: dict[tuple, dict[str, int]] = {}
+        self._fixed_reads: list[Node] | None = None
 
     @property
     def adjoint(self) -> Graph:
@@ -179,7 +180,9 @@ class Compiled:
                     f"parameter '{name}' has shape {list(array.shape)}; expected {list(node.shape)}"
                 )
             leaves[node.id] = to_aligned(array, node, graph.axes)
-        check_fixed_steps(self.graph, self._env.sizes)
+        if self._fixed_reads is None:
+            self._fixed_reads = fixed_reads(self.graph)
+        check_fixed_steps(self.graph, self._env.sizes, self._fixed_reads)
         self._check_memory(graph)
         return self.executor(graph, self._env, leaves)
 
@@ -259,16 +262,21 @@ def _buffer_name(node: Node) -> str:
     return f"'{name}' {list(node.shape)}" + (f" at {node.loc}" if node.loc else "")
 
 
-def check_fixed_steps(graph: Graph, sizes: Mapping[str, int]) -> None:
+def fixed_reads(graph: Graph) -> list[Node]:
+    """The graph's reads at a fixed step (`h(9)`, `h(end)`) and their adjoints."""
+    return [n for n in graph.nodes() if n.op in ("at", "place")]
+
+
+def check_fixed_steps(
+    graph: Graph, sizes: Mapping[str, int], reads: list[Node] | None = None
+) -> None:
     """A read at a fixed step (`h(9)`, `h(end)`) must lie inside its axis: checked here, once
     the lengths are known and before any backend runs, so that every backend refuses it
     alike (compiled code would read outside its buffers)."""
-    for node in graph.nodes():
-        if node.op not in ("at", "place") or node.attrs["axis"] not in sizes:
-            continue
+    for node in fixed_reads(graph) if reads is None else reads:
         axis, index = node.attrs["axis"], node.attrs["index"]
-        size = sizes[axis]
-        if index > size or -index > size:
+        size = sizes.get(axis)
+        if size is not None and (index > size or -index > size):
             raise DSLError(
                 f"step {index} of '{axis}' is read here, but the sequence has {size} steps",
                 node.loc,

@@ -75,3 +75,11 @@ def test_cli_refuses_sizes_that_cannot_fit(capsys):
     assert main(["check", str(ELMAN), "--dim", "H=1000000000"]) == 2
     err = capsys.readouterr().err
     assert "of memory is needed" in err and "'W' [1000000000, 1000000000]" in err
+
+
+def test_plan_gives_the_loss_evaluations_ahead():
+    seen = []
+    model = gr.load(ELMAN, I=2, H=2, O=2)
+    gradient_check(model, tau=2, batch=1, plan=lambda n, s: seen.append((n, s)))
+    ((evaluations, seconds),) = seen
+    assert evaluations == 2 * sum(v.size for v in model.params.values()) and seconds > 0
