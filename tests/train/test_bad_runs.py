@@ -238,3 +238,10 @@ def test_an_os_error_anywhere_is_a_clear_message(monkeypatch, capsys):
     assert main(["train", "models/elman.grnn", "--task", "adding"]) == 2
     err = capsys.readouterr().err
     assert "cannot use runs/x/curves.png: No space left on device" in err
+
+
+def test_a_run_that_stopped_before_logging_anything_is_not_in_the_way(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")
+    assert main(_adding(out)) == 0
