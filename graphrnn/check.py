@@ -60,13 +60,16 @@ def gradient_check(
     samples: int = SAMPLED,
     progress: Callable[[ParamCheck], None] | None = None,
     plan: Callable[[int, float], None] | None = None,
+    full: int = MAX_FULL,
 ) -> list[ParamCheck]:
     """Every parameter's gradient from `backend` against central differences of the reference
-    backend's loss; parameters above MAX_FULL elements on `samples` elements each.
+    backend's loss; parameters above `full` elements on `samples` elements each (a model of
+    many small parameters at a large size, such as the SpatialRNN, is quick only with a
+    small `full` too).
     `progress` is called with each parameter's result as soon as it is done, and `plan` once
     with the number of loss evaluations ahead and the seconds one takes (a large model takes
     minutes, and the user should know before waiting)."""
-    for what, value in (("tau", tau), ("batch", batch), ("samples", samples)):
+    for what, value in (("tau", tau), ("batch", batch), ("samples", samples), ("full", full)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise GraphRNNError(f"{what} must be a positive integer, got {value!r}")
     inputs, targets = random_data(model, tau, batch, seed)
@@ -77,14 +80,14 @@ def gradient_check(
     if plan is not None:
         start = time.perf_counter()
         oracle.loss(params, inputs, targets)
-        sizes = [v.size if v.size <= MAX_FULL else min(samples, v.size) for v in params.values()]
+        sizes = [v.size if v.size <= full else min(samples, v.size) for v in params.values()]
         plan(2 * sum(sizes), time.perf_counter() - start)
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, value in params.items():
         flat = value.reshape(-1)
         picks = np.arange(flat.size)
-        if flat.size > MAX_FULL:
+        if flat.size > full:
             picks = rng.choice(flat.size, min(samples, flat.size), replace=False)
         numeric = np.empty(len(picks))
         for k, i in enumerate(picks):

@@ -88,6 +88,7 @@ def cmd_check(args) -> int:
         _backend(args.backend),
         eps=args.eps,
         samples=args.samples,
+        full=args.full,
         progress=show,
         plan=partial(_show_plan, len(model.params)),
     )
@@ -102,7 +103,7 @@ def _show_plan(params: int, evaluations: int, seconds: float) -> None:
     print(
         f"checking {params} parameters: {evaluations} loss evaluations of {seconds:.3g} s, "
         f"about {shown}; one line per parameter as it is done"
-        + ("; fewer with --samples N or smaller --dim sizes" if total >= 60 else ""),
+        + ("; fewer with --samples N --full N or smaller --dim sizes" if total >= 60 else ""),
         flush=True,
     )
 
@@ -267,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=_positive_int,
         default=200,
-        help="elements checked in each parameter of over 400 elements (default 200)",
+        help="elements checked in each parameter over --full elements (default 200)",
+    )
+    p.add_argument(
+        "--full",
+        type=_positive_int,
+        default=400,
+        help="parameters of up to this many elements are checked on every element (default 400)",
     )
     p.add_argument(
         "--eps",

@@ -83,3 +83,10 @@ def test_plan_gives_the_loss_evaluations_ahead():
     gradient_check(model, tau=2, batch=1, plan=lambda n, s: seen.append((n, s)))
     ((evaluations, seconds),) = seen
     assert evaluations == 2 * sum(v.size for v in model.params.values()) and seconds > 0
+
+
+def test_full_sets_which_parameters_are_checked_on_every_element():
+    model = gr.load(ELMAN, I=3, H=24, O=2)
+    results = {r.name: r for r in gradient_check(model, tau=2, batch=1, samples=3, full=3)}
+    assert all(r.checked == min(3, r.total) for r in results.values())
+    assert results["b"].total == 24 and results["c"].checked == 2
