@@ -37,7 +37,7 @@ def test_mutated_models_fail_only_with_located_errors(reference_outcomes):
     defects = [(p, m, o.detail) for p, m, text, o in reference_outcomes if o.defect]
     assert not defects, defects[:5]
     kinds = {o.kind for *_, o in reference_outcomes}
-    assert kinds == {"ran", "error"}  # both happen, so the probe reaches the backends
+    assert {"ran", "error"} <= kinds <= {"ran", "error", "capped"}  # it reaches the backends
 
 
 def test_every_mutation_kind_is_drawn(reference_outcomes):
