@@ -9,6 +9,7 @@ the checked elements (g analytic, n numeric).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,24 +59,35 @@ def gradient_check(
     eps: float = 1e-5,
     samples: int = SAMPLED,
     progress: Callable[[ParamCheck], None] | None = None,
+    plan: Callable[[int, float], None] | None = None,
+    full: int = MAX_FULL,
 ) -> list[ParamCheck]:
     """Every parameter's gradient from `backend` against central differences of the reference
-    backend's loss; parameters above MAX_FULL elements on `samples` elements each.
-    `progress` is called with each parameter's result as soon as it is done (a large model
-    takes minutes)."""
-    if samples < 1:
-        raise GraphRNNError(f"samples must be at least 1, got {samples}")
+    backend's loss; parameters above `full` elements on `samples` elements each (a model of
+    many small parameters at a large size, such as the SpatialRNN, is quick only with a
+    small `full` too).
+    `progress` is called with each parameter's result as soon as it is done, and `plan` once
+    with the number of loss evaluations ahead and the seconds one takes (a large model takes
+    minutes, and the user should know before waiting)."""
+    for what, value in (("tau", tau), ("batch", batch), ("samples", samples), ("full", full)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GraphRNNError(f"{what} must be a positive integer, got {value!r}")
     inputs, targets = random_data(model, tau, batch, seed)
     params = {k: v.astype(np.float64) for k, v in model.params.items()}
     analytic = model.compile(backend=backend, dtype="float64")
     oracle = model.compile(backend="reference", dtype="float64")
     _, grads = analytic.loss_and_grad(params, inputs, targets)
+    if plan is not None:
+        start = time.perf_counter()
+        oracle.loss(params, inputs, targets)
+        sizes = [v.size if v.size <= full else min(samples, v.size) for v in params.values()]
+        plan(2 * sum(sizes), time.perf_counter() - start)
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, value in params.items():
         flat = value.reshape(-1)
         picks = np.arange(flat.size)
-        if flat.size > MAX_FULL:
+        if flat.size > full:
             picks = rng.choice(flat.size, min(samples, flat.size), replace=False)
         numeric = np.empty(len(picks))
         for k, i in enumerate(picks):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 from graphrnn.errors import GraphRNNError
@@ -71,7 +73,6 @@ def cmd_check(args) -> int:
         raise GraphRNNError(f"--eps must be between 0 and 1, got {args.eps}")
     sizes = ", ".join(f"{k}={v}" for k, v in model.sizes.items())
     print(f"{model.name} ({sizes}) tau={args.tau} batch={args.batch} backend={args.backend}")
-    print(f"checking {len(model.params)} parameters; one line each as it is done", flush=True)
 
     def show(r) -> None:
         part = "" if r.checked == r.total else f" ({r.checked} of {r.total} elements sampled)"
@@ -87,11 +88,24 @@ def cmd_check(args) -> int:
         _backend(args.backend),
         eps=args.eps,
         samples=args.samples,
+        full=args.full,
         progress=show,
+        plan=partial(_show_plan, len(model.params)),
     )
     worst = max((r.rel_error for r in results), default=0.0)
     print(f"max_rel_error={worst:.3e}")
     return 0 if worst < CHECK_TOLERANCE else 1
+
+
+def _show_plan(params: int, evaluations: int, seconds: float) -> None:
+    total = evaluations * seconds
+    shown = f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"
+    print(
+        f"checking {params} parameters: {evaluations} loss evaluations of {seconds:.3g} s, "
+        f"about {shown}; one line per parameter as it is done"
+        + ("; fewer with --samples N --full N or smaller --dim sizes" if total >= 60 else ""),
+        flush=True,
+    )
 
 
 def cmd_predict(args) -> int:
@@ -254,7 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples",
         type=_positive_int,
         default=200,
-        help="elements checked in each parameter of over 400 elements (default 200)",
+        help="elements checked in each parameter over --full elements (default 200)",
+    )
+    p.add_argument(
+        "--full",
+        type=_positive_int,
+        default=400,
+        help="parameters of up to this many elements are checked on every element (default 400)",
     )
     p.add_argument(
         "--eps",
@@ -335,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     except GraphRNNError as e:
         print(str(e), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `graphrnn check ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # a full disk or a file that vanished between checks
         where = f" {e.filename}" if e.filename else ""
         print(

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphrnn.autodiff import grad
 from graphrnn.errors import DataError, DSLError
-from graphrnn.ir.graph import Graph
+from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
 from graphrnn.layout import check_array, from_aligned, to_aligned
@@ -52,8 +52,9 @@ class Compiled:
         self.executor = executor
         self._adjoint: Graph | None = None
         self._loss_graph: Graph | None = None
-        self.forward_graph = replace(graph, loss=None)
+        self.forward_graph = replace(graph, loss=None, outputs=_without_targets(graph))
         self._footprints: dict[tuple, dict[str, int]] = {}
+        self._fixed_reads: list[Node] | None = None
 
     @property
     def adjoint(self) -> Graph:
@@ -179,7 +180,9 @@ class Compiled:
                     f"parameter '{name}' has shape {list(array.shape)}; expected {list(node.shape)}"
                 )
             leaves[node.id] = to_aligned(array, node, graph.axes)
-        check_fixed_steps(self.graph, self._env.sizes)
+        if self._fixed_reads is None:
+            self._fixed_reads = fixed_reads(self.graph)
+        check_fixed_steps(self.graph, self._env.sizes, self._fixed_reads)
         self._check_memory(graph)
         return self.executor(graph, self._env, leaves)
 
@@ -232,6 +235,21 @@ class Compiled:
         return EvalEnv(self.graph.axes, sizes, batch or 1, self.dtype)
 
 
+def _without_targets(graph: Graph) -> dict[str, Node]:
+    """The outputs forward() computes: those that read no target (forward takes none; a
+    named per-step loss such as `ce(t) = mse(o(t), y(t))` is left to loss_and_grad)."""
+    reads = {n.id for n in graph.targets.values()}
+    order = reachable(list(graph.outputs.values()))
+    changed = bool(reads)
+    while changed:  # to a fixed point: delays make the graph cyclic
+        changed = False
+        for node in order:
+            if node.id not in reads and any(i.id in reads for i in node.inputs):
+                reads.add(node.id)
+                changed = True
+    return {name: node for name, node in graph.outputs.items() if node.id not in reads}
+
+
 def _check_mapping(what: str, value, example: str) -> None:
     if not isinstance(value, Mapping):
         raise DataError(
@@ -244,16 +262,21 @@ def _buffer_name(node: Node) -> str:
     return f"'{name}' {list(node.shape)}" + (f" at {node.loc}" if node.loc else "")
 
 
-def check_fixed_steps(graph: Graph, sizes: Mapping[str, int]) -> None:
+def fixed_reads(graph: Graph) -> list[Node]:
+    """The graph's reads at a fixed step (`h(9)`, `h(end)`) and their adjoints."""
+    return [n for n in graph.nodes() if n.op in ("at", "place")]
+
+
+def check_fixed_steps(
+    graph: Graph, sizes: Mapping[str, int], reads: list[Node] | None = None
+) -> None:
     """A read at a fixed step (`h(9)`, `h(end)`) must lie inside its axis: checked here, once
     the lengths are known and before any backend runs, so that every backend refuses it
     alike (compiled code would read outside its buffers)."""
-    for node in graph.nodes():
-        if node.op not in ("at", "place") or node.attrs["axis"] not in sizes:
-            continue
+    for node in fixed_reads(graph) if reads is None else reads:
         axis, index = node.attrs["axis"], node.attrs["index"]
-        size = sizes[axis]
-        if index > size or -index > size:
+        size = sizes.get(axis)
+        if size is not None and (index > size or -index > size):
             raise DSLError(
                 f"step {index} of '{axis}' is read here, but the sequence has {size} steps",
                 node.loc,

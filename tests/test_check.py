@@ -39,7 +39,7 @@ def test_a_wrong_gradient_is_reported(monkeypatch):
 
 
 def test_samples_must_be_positive():
-    with pytest.raises(GraphRNNError, match="samples"):
+    with pytest.raises(GraphRNNError, match="samples must be a positive integer"):
         gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=0)
     assert np.isfinite(gradient_check(gr.load(ELMAN, I=2, H=2, O=2), samples=1)[0].rel_error)
 
@@ -61,3 +61,32 @@ def test_progress_reports_each_parameter_as_it_is_done():
     seen = []
     results = gradient_check(gr.load(ELMAN, I=2, H=2, O=2), tau=2, batch=1, progress=seen.append)
     assert seen == results and len(seen) == 5
+
+
+@pytest.mark.parametrize("bad", [dict(tau=-3), dict(batch=0), dict(tau=2.5)])
+def test_tau_and_batch_must_be_positive_integers(bad):
+    with pytest.raises(GraphRNNError, match="must be a positive integer"):
+        gradient_check(gr.load(ELMAN, I=2, H=2, O=2), **bad)
+
+
+def test_cli_refuses_sizes_that_cannot_fit(capsys):
+    from graphrnn.cli import main
+
+    assert main(["check", str(ELMAN), "--dim", "H=1000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "of memory is needed" in err and "'W' [1000000000, 1000000000]" in err
+
+
+def test_plan_gives_the_loss_evaluations_ahead():
+    seen = []
+    model = gr.load(ELMAN, I=2, H=2, O=2)
+    gradient_check(model, tau=2, batch=1, plan=lambda n, s: seen.append((n, s)))
+    ((evaluations, seconds),) = seen
+    assert evaluations == 2 * sum(v.size for v in model.params.values()) and seconds > 0
+
+
+def test_full_sets_which_parameters_are_checked_on_every_element():
+    model = gr.load(ELMAN, I=3, H=24, O=2)
+    results = {r.name: r for r in gradient_check(model, tau=2, batch=1, samples=3, full=3)}
+    assert all(r.checked == min(3, r.total) for r in results.values())
+    assert results["b"].total == 24 and results["c"].checked == 2

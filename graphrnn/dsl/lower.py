@@ -28,6 +28,7 @@ from graphrnn.ir.ops.leaf import bind, const, input_node, param_node, placeholde
 from graphrnn.ir.registry import apply
 
 MODES = ("train", "eval")
+MAX_LOOP = 10_000  # iterations of one `for` loop, each a copy of its body in the graph
 
 
 def lower_model(
@@ -66,7 +67,12 @@ class Lowerer:
     # ---- the model -------------------------------------------------------------------
     def lower(self, sizes: Mapping[str, int], model: str | None) -> Graph:
         if not self.models:
-            raise GraphRNNError(f"{self.module.source.path}: no `model` in this file")
+            source = self.module.source
+            raise DSLError(
+                "no `model` in this file",
+                Loc(source, 1, 1, 1, 1),
+                "a model file defines at least one `model NAME(SIZES):` block",
+            )
         chosen = self._choose(model)
         self.current = chosen
         self.graph = Graph(chosen.name, ())
@@ -158,6 +164,13 @@ class Lowerer:
                 frame = Frame(scope, bindings)
                 start = integer(self.eval(stmt.start, frame), "loop start", stmt.start.loc)
                 stop = integer(self.eval(stmt.stop, frame), "loop end", stmt.stop.loc)
+                if stop - start + 1 > MAX_LOOP:
+                    raise DSLError(
+                        f"this loop expands its body {stop - start + 1} times; at most "
+                        f"{MAX_LOOP} are allowed (a loop is unrolled into the graph)",
+                        stmt.loc,
+                        "loop over layers, not steps: a recurrence over t needs no loop",
+                    )
                 for k in range(start, stop + 1):
                     flat.extend(self._flatten(scope, stmt.body, {**bindings, stmt.var: k}))
             else:

@@ -82,6 +82,8 @@ def describe(value) -> str:
         return f"the definition '{value.name}'"
     if isinstance(value, Node):
         return "a value of the network (not a number known when compiling)"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"the number {value!r}"
     return type(value).__name__
 
 
@@ -95,5 +97,6 @@ def integer(value, what: str, loc: Loc) -> int:
 def positive(value, what: str, loc: Loc | None) -> int:
     """`value` as a positive compile-time integer (a size), or a located error."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DSLError(f"{what} must be a positive integer, got {value!r}", loc)
+        shown = repr(value) if isinstance(value, (int, float)) else describe(value)
+        raise DSLError(f"{what} must be a positive integer, got {shown}", loc)
     return value

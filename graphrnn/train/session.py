@@ -120,7 +120,7 @@ def _claim_run_directory(out: Path, resume: bool, overwrite: bool) -> None:
         raise GraphRNNError(
             "--resume continues the run in --out and --overwrite deletes it: give one"
         )
-    existing = [out / name for name in RUN_FILES[:2] if (out / name).exists()]
+    existing = [p for p in (out / n for n in RUN_FILES[:2]) if p.exists() and p.stat().st_size]
     if existing and not resume and not overwrite:
         raise GraphRNNError(
             f"{out} already holds a run ({', '.join(p.name for p in existing)}); continue it "

@@ -194,3 +194,36 @@ def test_two_models_of_one_name_are_located():
 def test_an_axis_listed_twice_is_located():
     error = _error(_elman("input  x[I] over t", "input  x[I] over t, t"))
     assert "lists the axis t twice" in error.message
+
+
+# found by the fuzz probe ---------------------------------------------------------------
+def test_a_loop_too_long_to_unroll_is_located():
+    stacked = (ROOT / "models/stacked_rnn.grnn").read_text()
+    text = stacked.replace("L = 2", "L = 100000000")
+    assert text != stacked
+    error = _error(text)
+    assert "this loop expands its body 100000000 times; at most 10000" in error.message
+    assert _line(error).lstrip().startswith("for ")
+
+
+def test_a_file_without_a_model_is_located():
+    error = _error("def f(v):\n    return v\n")
+    assert error.message == "no `model` in this file" and error.loc.line == 1
+
+
+def test_forward_leaves_out_outputs_that_read_targets():
+    text = _elman(
+        "\n    " + LAST,
+        "\n    ce(t) = softmax_cross_entropy(o(t), y(t))\n    loss = mean over t of ce(t)",
+    )
+    m = gr.loads(text, **SIZES)
+    inputs, targets = _data()
+    fn = m.compile("reference")
+    outs = fn.forward(m.params, inputs)
+    assert "ce" not in outs and {"a", "h", "o"} <= set(outs)
+    assert np.isfinite(fn.loss_and_grad(m.params, inputs, targets)[0])
+
+
+def test_sizes_computed_from_values_say_what_they_got():
+    error = _error(_elman("param  V[O, H]", "param  V[O, W]"))
+    assert "a size must be a positive integer, got a value of the network" in error.message

@@ -224,3 +224,24 @@ def test_byte_flipped_checkpoints_are_data_errors(tmp_path):
             load_checkpoint(path)
         except DataError:
             pass
+
+
+def test_an_os_error_anywhere_is_a_clear_message(monkeypatch, capsys):
+    import errno
+
+    import graphrnn.train.session as session
+
+    def full(config):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/curves.png")
+
+    monkeypatch.setattr(session, "run", full)
+    assert main(["train", "models/elman.grnn", "--task", "adding"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use runs/x/curves.png: No space left on device" in err
+
+
+def test_a_run_that_stopped_before_logging_anything_is_not_in_the_way(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")
+    assert main(_adding(out)) == 0
