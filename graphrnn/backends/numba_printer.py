@@ -39,6 +39,7 @@ class NumbaPrinter:
         self.depth = 1
         self.fixed: dict[str, str] = {}
         self.allocated: set[int] = set()
+        self.allocations: list[tuple[str, str]] = []  # (buffer, shape): made by the driver
         self.shared = None
         self.root_ids = {r.id for r in roots}
         self.number: dict[int, int] = {}
@@ -75,7 +76,7 @@ class NumbaPrinter:
         if node.id in self.allocated:
             return
         self.allocated.add(node.id)
-        self.emit(f"{self.buf(node)} = np.empty({self.alloc_shape(node)}, dtype=DT)")
+        self.allocations.append((self.buf(node), self.alloc_shape(node)))
 
     def typed(self, formula: str) -> str:
         """In float32 kernels, name the formula's float literals as float32 constants: Numba

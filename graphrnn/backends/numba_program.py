@@ -36,7 +36,8 @@ from graphrnn.schedule import Loop
 class Program:
     """A lowered graph: the leaves' buffer names in argument order, the lines that read the
     axis lengths and batch size, the body with its cut points (see stages.py), the buffers
-    returned, and the typed constants the body names (name -> literal)."""
+    returned, the typed constants the body names (name -> literal), and the buffers the
+    body writes into (name, shape), which the driver provides."""
 
     args: list[str]
     sizes: list[str]
@@ -44,6 +45,7 @@ class Program:
     cuts: list[int]
     results: list[str]
     constants: dict[str, str]
+    allocations: list[tuple[str, str]]
 
 
 class LoopGen(NumbaPrinter):
@@ -72,6 +74,7 @@ class LoopGen(NumbaPrinter):
             self.cuts,
             [self.buf(r) for r in self.roots],
             self.constants,
+            self.allocations,
         )
 
     def _sizes(self) -> None:
