@@ -177,6 +177,14 @@ def test_several_delays_of_one_value_share_one_label():
     assert loop["label"] == "t-1, t-2" and loop["style"] == "dashed"
 
 
+def test_lag_labels_stay_unambiguous():
+    from graphrnn.viz import _lags_text
+
+    assert _lags_text([(("t", -2),), (("t", -1),)]) == "t-1, t-2"
+    assert _lags_text([(("i", -1), ("j", 2))]) == "i-1, j+2"
+    assert _lags_text([(("i", -1), ("j", -1)), (("i", -1),)]) == "(i-1), (i-1, j-1)"
+
+
 def test_delay_edge_beside_a_same_step_edge_takes_the_side():
     """In Cho's GRU n(t) reads h(t-1) and h(t) reads n(t): the delay edge h -> n would lie on
     the edge n -> h, so it leaves and enters on the right; other delay edges keep the
