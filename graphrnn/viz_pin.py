@@ -41,14 +41,22 @@ def pinned(text: str, layout: bytes | str) -> str | None:
     columns = _columns(laid)
     if [c.step for c in sorted(columns, key=lambda c: c.x0)] == sorted(c.step for c in columns):
         return None
-    shift = _shifts(columns)
-    nodes = [o for o in laid.get("objects", []) if "pos" in o and "nodes" not in o]
     owner = {i: c for c in columns for i in c.members}
-    positions = {}
-    for node in nodes:
-        x, y = (float(v) for v in node["pos"].split(","))
-        home = owner.get(node["_gvid"]) or _left_neighbour(x, columns)
-        positions[node["name"]] = (x + (shift[home.name] if home else 0.0), y)
+    placed = []  # (name, x, y, the column it moves with, its right edge)
+    for node in laid["objects"]:
+        if "pos" in node and "nodes" not in node:
+            x, y = (float(v) for v in node["pos"].split(","))
+            half = 36.0 * float(node.get("width", 0))  # width in inches, 72 points each
+            home = owner.get(node["_gvid"]) or _left_neighbour(x - half, x + half, columns)
+            placed.append((node["name"], x, y, home, x + half))
+    reach: dict[str, float] = {}
+    for _, _, _, home, right in placed:
+        if home is not None:
+            reach[home.name] = max(reach.get(home.name, home.x1), right)
+    shift = _shifts(columns, reach)
+    positions = {
+        name: (x + (shift[home.name] if home else 0.0), y) for name, x, y, home, _ in placed
+    }
     return _with_positions(text, positions, columns, shift, laid)
 
 
@@ -65,24 +73,26 @@ def _columns(laid: dict) -> list[Column]:
     return [c for _, c in found] if len(axes) == 1 else []
 
 
-def _shifts(columns: list[Column]) -> dict[str, float]:
+def _shifts(columns: list[Column], reach: dict[str, float]) -> dict[str, float]:
     """How far each column moves: laid out again in step order from the same left edge, each
-    followed by the gap that followed it (where its neighbours to the right stand)."""
+    followed by the gap that followed it, wide enough for the nodes that move with it (right
+    edges up to `reach`)."""
     drawn = sorted(columns, key=lambda c: c.x0)
     gap = {a.name: b.x0 - a.x1 for a, b in zip(drawn, drawn[1:])}
     x, shift = drawn[0].x0, {}
     for column in sorted(columns, key=lambda c: c.step):
         shift[column.name] = x - column.x0
-        x += column.x1 - column.x0 + gap.get(column.name, _MARGIN)
+        needed = reach.get(column.name, column.x1) - column.x1 + _MARGIN
+        x += column.x1 - column.x0 + max(gap.get(column.name, _MARGIN), needed)
     return shift
 
 
-def _left_neighbour(x: float, columns: list[Column]) -> Column | None:
-    """The column a node outside every column moves with: the one it stands above or below,
-    else the nearest one to its left."""
-    over = [c for c in columns if c.x0 <= x <= c.x1]
-    left = [c for c in columns if c.x1 <= x]
-    return over[0] if over else max(left, key=lambda c: c.x1) if left else None
+def _left_neighbour(left: float, right: float, columns: list[Column]) -> Column | None:
+    """The column a node outside every column (spanning `left` to `right`) moves with: the
+    one it stands above or below, else the nearest one left of its centre."""
+    over = [c for c in columns if c.x0 <= left and right <= c.x1]
+    before = [c for c in columns if c.x1 <= (left + right) / 2]
+    return over[0] if over else max(before, key=lambda c: c.x1) if before else None
 
 
 def _with_positions(

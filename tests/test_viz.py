@@ -7,6 +7,7 @@ only need node labels, edge attributes and which cluster a node is declared in.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -413,6 +414,7 @@ class Layout:
     def __init__(self, data: bytes | str):
         laid = json.loads(data)
         self.at: dict[str, tuple[float, float]] = {}
+        self.half: dict[str, tuple[float, float]] = {}  # half width and height, in points
         self.box: dict[str, tuple[float, float, float, float]] = {}
         self.members: dict[str, set[str]] = {}
         names = {o["_gvid"]: o["name"] for o in laid["objects"] if "pos" in o}
@@ -420,9 +422,20 @@ class Layout:
             if "pos" in o and "nodes" not in o:
                 x, y = (float(v) for v in o["pos"].split(","))
                 self.at[o["label"]] = (x, y)
+                self.half[o["label"]] = (36 * float(o["width"]), 36 * float(o["height"]))
             elif o.get("name", "").startswith("cluster_"):
                 self.box[o["name"]] = tuple(float(v) for v in o["bb"].split(","))
                 self.members[o["name"]] = {names[i] for i in o.get("nodes", []) if i in names}
+
+    def overlapping(self) -> list[tuple[str, str]]:
+        """Pairs of nodes whose boxes overlap."""
+        found = []
+        for a, b in itertools.combinations(self.at, 2):
+            (xa, ya), (xb, yb) = self.at[a], self.at[b]
+            (wa, ha), (wb, hb) = self.half[a], self.half[b]
+            if abs(xa - xb) < wa + wb and abs(ya - yb) < ha + hb:
+                found.append((a, b))
+        return found
 
     def x(self, label: str) -> float:
         return self.at[label][0]
@@ -440,6 +453,7 @@ def _layout(model: gr.Model, tau: int) -> tuple[Dot, Layout]:
 
 
 LAID_OUT = [
+    ("birnn", 1),
     ("residual_gru", 3),
     ("deep_birnn", 3),
     ("birnn", 4),
@@ -457,7 +471,7 @@ def _model(name: str) -> gr.Model:
 @pytest.mark.parametrize(("name", "tau"), LAID_OUT)
 def test_unrolled_columns_stand_in_step_order(name, tau):
     """One column per step, t = 0 (initial values) first, left to right, no two overlapping,
-    every copy inside its own column."""
+    every copy inside its own column, no node on another."""
     dot, layout = _layout(_model(name), tau)
     columns = sorted(layout.box, key=lambda c: int(c.removeprefix("cluster_t")))
     assert columns == sorted(layout.box, key=lambda c: layout.box[c][0])
@@ -468,6 +482,7 @@ def test_unrolled_columns_stand_in_step_order(name, tau):
             x0, y0, x1, y1 = layout.box[cluster]
             x, y = layout.x(dot.nodes[node]["label"]), layout.y(dot.nodes[node]["label"])
             assert x0 <= x <= x1 and y0 <= y <= y1, (dot.nodes[node]["label"], cluster)
+    assert layout.overlapping() == []
 
 
 def test_residual_gru_keeps_one_row_per_equation_and_a_band_per_layer():
