@@ -133,9 +133,10 @@ def render(
     """Draw a Model or Graph, folded or unrolled over `unroll` steps; return the DOT text.
 
     The format comes from `fmt` or else from the suffix of `path` (.dot/.gv, .svg, .png,
-    .pdf). DOT output never needs the Graphviz binaries; images do, and without them this
-    raises GraphRNNError saying how to install them. With `path=None` and an image `fmt`,
-    the image bytes are returned instead of written (handy in notebooks).
+    .pdf, or .json: Graphviz's JSON of the laid-out picture). DOT output never needs the
+    Graphviz binaries; the others do, and without them this raises GraphRNNError saying how
+    to install them. With `path=None` and an image `fmt`, the image bytes are returned
+    instead of written (handy in notebooks).
     """
     graph, folded, title = _select(model_or_graph, unroll)
     text = to_dot(graph, title=title, detail=detail, folded=folded)

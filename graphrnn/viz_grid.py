@@ -89,8 +89,8 @@ def _stacked_recurrences(
     result = []
     for upper, lower in zip(recurrences, recurrences[1:]):
         for k in steps:
-            above = _ends(upper, k, by_step, links, column, last=True)
-            below = _ends(lower, k, by_step, links, column, last=False)
+            above = _ends(upper, k, by_step, links, last=True)
+            below = _ends(lower, k, by_step, links, last=False)
             result.extend((a, b) for a in above for b in below)
     return result
 
@@ -100,7 +100,6 @@ def _ends(
     k: int,
     by_step: dict[tuple[str, int], Node],
     links: list[tuple[Node, Node]],
-    column: Columns,
     last: bool,
 ) -> list[Node]:
     """A recurrence's last (or first) equations at step k: read by (reading) no other."""
