@@ -9,8 +9,12 @@ the graph recurrent, so it is drawn as its own kind of edge, labelled with the l
 wrote (`t-1`). The "ops" detail draws every node, for debugging the compiler.
 
 Unrolled graphs (`Model.unroll`) name their per-step copies `h@3` or `h@(2,3)`; each step's
-copies are grouped in a cluster and the shared, static nodes (parameters, initial values, the
-loss) are drawn once outside, which is exactly the weight sharing the picture should show.
+copies are grouped in a cluster and the shared, static nodes (parameters, the loss) are drawn
+once outside, which is exactly the weight sharing the picture should show. Over one axis the
+clusters are columns in step order, with the initial values in columns of their own (t = 0,
+and t = T+1 for a backward recurrence, whose `h(0)` is shown as `h(T+1)`), every equation's
+copies in one row and each recurrence (layer, direction) in a band of rows of its own
+(graphrnn/viz_grid.py, graphrnn/viz_pin.py).
 
 DOT text needs only the `graphviz` Python package; images (.svg/.png/.pdf) need the Graphviz
 `dot` program, and its absence is reported as an error the user can act on.
@@ -32,9 +36,13 @@ import graphviz
 from graphrnn.errors import GraphRNNError
 from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Node
+from graphrnn.viz_grid import Grid, grid
+from graphrnn.viz_pin import pinned
 
 DETAILS = ("equations", "ops")
 IMAGE_FORMATS = ("svg", "png", "pdf")
+# Graphviz's JSON of the laid-out picture: every node's position, for tools and tests.
+LAYOUT_FORMATS = (*IMAGE_FORMATS, "json")
 DOT_FORMATS = ("dot", "gv")
 
 # (axis, offset) pairs, sorted by axis: how far along each axis a read reaches back or ahead.
@@ -44,6 +52,7 @@ Step = tuple[tuple[str, int], ...]
 
 _STEP_NAME = re.compile(r"^(?P<base>.+)@(?:(?P<one>\d+)|\((?P<many>\d+(?:,\d+)*)\))$")
 _UNKNOWN_AXIS = ""
+_COLUMNS = "subgraph cluster_"
 
 _NODE_STYLE = {
     "equation": {"shape": "box", "style": "rounded"},
@@ -62,6 +71,11 @@ _NODE_STYLE = {
     "op": {"shape": "box", "fontsize": "9", "height": "0.25", "color": "gray50"},
 }
 _DELAY_EDGE = {"style": "dashed", "color": "red", "fontcolor": "red", "constraint": "false"}
+# A delay edge beside a same-step edge between the same two nodes leaves and enters on the
+# right, so that the two never share a path.
+_BESIDE_PORTS = {"tailport": "e", "headport": "e"}
+# An edge from one step into another of an unrolled graph: what a delay edge has become.
+_STEP_EDGE = {"color": "red3", "constraint": "false"}
 _INITIAL_EDGE = {"style": "dotted", "color": "gray40", "fontcolor": "gray40", "label": "init"}
 _PARAM_EDGE = {"color": "gray60"}
 
@@ -98,7 +112,15 @@ def to_dot(
     collect = _equation_view if detail == "equations" else _op_view
     nodes, edges = collect(graph, names)
     steps = _assign_steps(graph, nodes, edges, names, folded)
-    return _build(graph, nodes, edges, steps, names, detail, title).source
+    sides = _initial_sides(graph, folded, nodes, edges, steps, names)
+    names.update(_initial_names(names, sides))
+    columns = _one_axis(steps)
+    boundary = _boundary_steps(sides, steps) if columns else {}
+    steps.update(boundary)
+    dot = _build(graph, nodes, edges, steps, names, detail, title, set(boundary.values()))
+    if columns:
+        _add_grid(dot, nodes, edges, steps, names, set(sides))
+    return dot.source
 
 
 def render(
@@ -111,9 +133,10 @@ def render(
     """Draw a Model or Graph, folded or unrolled over `unroll` steps; return the DOT text.
 
     The format comes from `fmt` or else from the suffix of `path` (.dot/.gv, .svg, .png,
-    .pdf). DOT output never needs the Graphviz binaries; images do, and without them this
-    raises GraphRNNError saying how to install them. With `path=None` and an image `fmt`,
-    the image bytes are returned instead of written (handy in notebooks).
+    .pdf, or .json: Graphviz's JSON of the laid-out picture). DOT output never needs the
+    Graphviz binaries; the others do, and without them this raises GraphRNNError saying how
+    to install them. With `path=None` and an image `fmt`, the image bytes are returned
+    instead of written (handy in notebooks).
     """
     graph, folded, title = _select(model_or_graph, unroll)
     text = to_dot(graph, title=title, detail=detail, folded=folded)
@@ -348,6 +371,112 @@ def _step_text(step: Step) -> str:
     return ", ".join(f"{axis} = {k}" if axis else f"step {k}" for axis, k in step)
 
 
+# ---- initial values ----------------------------------------------------------------------
+
+# The axis a delay reads an initial value for, and whether it reads ahead (offset > 0).
+Side = tuple[str, bool]
+
+
+def _initial_sides(
+    graph: Graph,
+    folded: Graph | None,
+    nodes: list[Node],
+    edges: list[Edge],
+    steps: dict[int, Step],
+    names: dict[int, str],
+) -> dict[int, Side]:
+    """For each drawn initial value: the axis it starts and whether a backward recurrence
+    reads it, so that it stands at T+1, past the last step, rather than at 0.
+
+    The delays that read it say so (in `graph` if folded, else in `folded`); an unrolled graph
+    without its folded graph has no delays left, and there the steps of its readers tell.
+    """
+    found: dict[int, set[Side]] = defaultdict(set)
+    for source in (graph, folded) if folded is not None else (graph,):
+        for node in source.nodes():
+            if node.op == "delay":
+                found[node.inputs[1].id].add((node.attrs["axis"], node.attrs["offset"] > 0))
+    sides = {n.id: next(iter(found[n.id])) for n in nodes if len(found.get(n.id, ())) == 1}
+    if steps:
+        for node in nodes:
+            if node.id not in sides and names.get(node.id, "").endswith("(0)"):
+                side = _side_from_readers(node, edges, steps)
+                if side is not None:
+                    sides[node.id] = side
+    return sides
+
+
+def _side_from_readers(node: Node, edges: list[Edge], steps: dict[int, Step]) -> Side | None:
+    """Not ahead if every reader is at the first step of one axis, ahead if every reader is
+    at its last (of several); else unknown."""
+    read_at = {steps.get(e.target.id) for e in edges if e.source is node}
+    if len(read_at) != 1 or None in read_at:
+        return None
+    step = read_at.pop()
+    if len(step) != 1:
+        return None
+    ((axis, k),) = step
+    last = max(s[0][1] for s in steps.values() if len(s) == 1 and s[0][0] == axis)
+    if k == 1:
+        return axis, False
+    return (axis, True) if k == last else None
+
+
+def _initial_names(names: dict[int, str], sides: dict[int, Side]) -> dict[int, str]:
+    """`h(0)` read by a backward recurrence over t is shown as `h(T+1)`."""
+    return {
+        i: f"{names[i][:-3]}({axis.upper()}+1)"
+        for i, (axis, ahead) in sides.items()
+        if ahead and names.get(i, "").endswith("(0)")
+    }
+
+
+# ---- the unrolled grid -------------------------------------------------------------------
+
+
+def _one_axis(steps: dict[int, Step]) -> bool:
+    """Whether every step is a step of one and the same axis (a grid of steps is not laid
+    out as columns)."""
+    axes = {step[0][0] if len(step) == 1 else None for step in steps.values()}
+    return len(axes) == 1 and None not in axes and _UNKNOWN_AXIS not in axes
+
+
+def _boundary_steps(sides: dict[int, Side], steps: dict[int, Step]) -> dict[int, Step]:
+    """Initial values go in columns of their own: step 0, or T+1 for a backward recurrence."""
+    last = max(step[0][1] for step in steps.values())
+    return {i: ((axis, last + 1 if ahead else 0),) for i, (axis, ahead) in sides.items()}
+
+
+def _add_grid(
+    dot: graphviz.Digraph,
+    nodes: list[Node],
+    edges: list[Edge],
+    steps: dict[int, Step],
+    names: dict[int, str],
+    initial: set[int],
+) -> None:
+    """The invisible constraints of graphrnn/viz_grid.py: rows, and bands of recurrences."""
+    column = {i: step[0][1] for i, step in steps.items()}
+    base = {i: _base_name(names[i]) for i in column if i in names}
+    links = [(e.source, e.target) for e in edges]
+    _emit_grid(dot, grid(nodes, links, column, base, initial))
+
+
+def _base_name(name: str) -> str:
+    parsed = _parse_step(name)
+    return parsed[0] if parsed is not None else name
+
+
+def _emit_grid(dot: graphviz.Digraph, layout: Grid) -> None:
+    for row in layout.same_rank:
+        with dot.subgraph() as rank:
+            rank.attr(rank="same")
+            for node in row:
+                rank.node(_node_id(node))
+    for u, v in layout.stack:
+        dot.edge(_node_id(u), _node_id(v), style="invis")
+
+
 # ---- DOT ---------------------------------------------------------------------------------
 
 
@@ -359,8 +488,10 @@ def _build(
     names: dict[int, str],
     detail: str,
     title: str | None,
+    boundary: set[Step],
 ) -> graphviz.Digraph:
-    """The Digraph: static nodes at top level, per-step nodes in one cluster per step."""
+    """The Digraph: static nodes at top level, per-step nodes in one cluster per step (the
+    `boundary` steps, 0 and T+1, hold initial values and are framed dashed)."""
     dot = graphviz.Digraph(
         _dot_id(graph.name),
         graph_attr=_graph_attrs(graph, title, bool(steps)),
@@ -376,13 +507,26 @@ def _build(
             _add_node(dot, node, kinds[node.id], names, graph.axes, detail)
     for step in sorted(clusters):
         with dot.subgraph(name=_cluster_name(step)) as sub:
-            sub.attr(label=_step_text(step), style="rounded", color="gray60")
+            style = "rounded,dashed" if step in boundary else "rounded"
+            sub.attr(label=_step_text(step), style=style, color="gray60")
             for node in clusters[step]:
                 _add_node(sub, node, kinds[node.id], names, graph.axes, detail)
-    for edge in edges:
+    plain = {(e.source.id, e.target.id) for e in edges if not e.lag and not e.initial}
+    for edge, lags in _grouped(edges):
         across = _crosses_steps(edge, steps)
-        _add_edge(dot, edge, kinds[edge.source.id], across)
+        pair = (edge.source.id, edge.target.id)
+        beside = edge.source is not edge.target and (pair in plain or pair[::-1] in plain)
+        _add_edge(dot, edge, lags, kinds[edge.source.id], across, beside)
     return dot
+
+
+def _grouped(edges: list[Edge]) -> list[tuple[Edge, list[Lag]]]:
+    """One edge per pair of nodes and kind of read: several delays of one value (`h(t-1)`
+    and `h(t-2)`) become one edge labelled `t-1, t-2`, not two edges drawn on each other."""
+    groups: dict[tuple[int, int, bool, bool], list[Edge]] = defaultdict(list)
+    for edge in edges:
+        groups[(edge.source.id, edge.target.id, edge.initial, bool(edge.lag))].append(edge)
+    return [(group[0], [e.lag for e in group]) for group in groups.values()]
 
 
 def _crosses_steps(edge: Edge, steps: dict[int, Step]) -> bool:
@@ -399,11 +543,10 @@ def _crosses_steps(edge: Edge, steps: dict[int, Step]) -> bool:
 def _graph_attrs(graph: Graph, title: str | None, unrolled: bool) -> dict[str, str]:
     attrs = {"label": title if title is not None else graph.name, "labelloc": "t"}
     if unrolled:
-        # Few crossing-minimisation passes keep the step columns in the order they are
-        # declared (t = 1, 2, ...); full passes shuffle them to shorten parameter edges.
-        # Best effort: Graphviz offers no hard left-to-right order for clusters (invisible
-        # edges, rank=same and ordering=out were all tried and ignored).
-        attrs["mclimit"] = "0.01"
+        # rank=same across the step clusters (graphrnn/viz_grid.py) needs the newer ranking;
+        # few crossing-minimisation passes mostly keep the columns in the declared order,
+        # which spares graphrnn/viz_pin.py a second layout
+        attrs.update(newrank="true", mclimit="0.01")
     return attrs
 
 
@@ -464,19 +607,37 @@ def _op_text(node: Node) -> str:
     return node.op
 
 
-def _add_edge(dot: graphviz.Digraph, edge: Edge, source_kind: str, across: bool) -> None:
-    attrs: dict[str, str] = {"constraint": "false"} if across else {}
+def _add_edge(
+    dot: graphviz.Digraph,
+    edge: Edge,
+    lags: list[Lag],
+    source_kind: str,
+    across: bool,
+    beside: bool,
+) -> None:
+    """A read, styled by what it is; `beside`: a same-step edge joins the same two nodes."""
+    attrs: dict[str, str] = dict(_STEP_EDGE) if across else {}
     if source_kind == "param":
         attrs.update(_PARAM_EDGE)
     if edge.initial:
         attrs.update(_INITIAL_EDGE)
     elif edge.lag:
-        attrs.update(_DELAY_EDGE, label=_lag_text(edge.lag))
+        attrs.update(_DELAY_EDGE, label=_lags_text(lags))
+        if beside:
+            attrs.update(_BESIDE_PORTS)
     dot.edge(_node_id(edge.source), _node_id(edge.target), **attrs)
 
 
+def _lags_text(lags: list[Lag]) -> str:
+    """Lags as the user writes them: `t-1`, `t+1`, `t-1, t-2`, `i-1, j+2`; with several lags
+    of several axes each, `(i-1, j), (i, j-1)`."""
+    ordered = sorted(lags, key=lambda lag: [(a, abs(k), k) for a, k in lag])
+    if len(ordered) > 1 and any(len(lag) > 1 for lag in ordered):
+        return ", ".join(f"({_lag_text(lag)})" for lag in ordered)
+    return ", ".join(_lag_text(lag) for lag in ordered)
+
+
 def _lag_text(lag: Lag) -> str:
-    """The lag as the user writes it: `t-1`, `t+1`, `i-1, j+2`."""
     return ", ".join(f"{axis}{offset:+d}" for axis, offset in lag)
 
 
@@ -522,10 +683,10 @@ def _output_format(path, fmt: str | None) -> str:
         form = Path(path).suffix.lower().lstrip(".")
     else:
         form = "dot"
-    if form not in DOT_FORMATS + IMAGE_FORMATS:
+    if form not in DOT_FORMATS + LAYOUT_FORMATS:
         where = f"'{path}'" if path is not None else f"format {fmt!r}"
         raise GraphRNNError(
-            f"cannot draw to {where}: use a .dot, .gv, .svg, .png or .pdf file name"
+            f"cannot draw to {where}: use a .dot, .gv, .svg, .png, .pdf or .json file name"
         )
     return form
 
@@ -540,7 +701,8 @@ def _missing_binaries(target: str) -> GraphRNNError:
 
 
 def _layout(text: str, form: str, path) -> bytes:
-    """Lay the DOT text out with Graphviz's `dot` into image bytes, in memory.
+    """Lay the DOT text out with Graphviz's `dot` into image bytes, in memory; step columns
+    that `dot` puts out of order are put in order (graphrnn/viz_pin.py).
 
     Piping (rather than graphviz's `render`) leaves no stray source file beside the output.
     """
@@ -548,9 +710,19 @@ def _layout(text: str, form: str, path) -> bytes:
     if shutil.which("dot") is None:
         raise _missing_binaries(target)
     try:
-        return graphviz.Source(text).pipe(format=form)
+        fixed = _columns_in_order(text)
+        if fixed is None:
+            return graphviz.Source(text).pipe(format=form)
+        return graphviz.Source(fixed, engine="neato").pipe(format=form, neato_no_op=2)
     except graphviz.ExecutableNotFound:
         raise _missing_binaries(target) from None
+
+
+def _columns_in_order(text: str) -> str | None:
+    """The pinned DOT text where `dot` draws step columns out of order, else None."""
+    if _COLUMNS not in text:
+        return None
+    return pinned(text, graphviz.Source(text).pipe(format="json"))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Pictures of folded and unrolled graphs (graphrnn.viz), checked on the DOT text itself.
+"""Pictures of folded and unrolled graphs (graphrnn.viz), checked on the DOT text itself and
+on the positions Graphviz gives the nodes (`fmt="json"`).
 
 The DOT text is parsed with a few regular expressions rather than a DOT library: the tests
 only need node labels, edge attributes and which cluster a node is declared in.
@@ -6,6 +7,8 @@ only need node labels, edge attributes and which cluster a node is declared in.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import shutil
 from pathlib import Path
@@ -16,8 +19,10 @@ import pytest
 import graphrnn as gr
 from graphrnn.errors import GraphRNNError
 from graphrnn.viz import to_dot
+from graphrnn.viz_pin import pinned
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+DATA = Path(__file__).resolve().parent / "data"
 PARAMS = ("U", "W", "b", "V", "c")
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz `dot` binary not installed")
@@ -40,6 +45,19 @@ _NODE = re.compile(r"^\s*(n\d+) \[(.*)\]$")
 _EDGE = re.compile(r"^\s*(n\d+) -> (n\d+)(?: \[(.*)\])?$")
 _CLUSTER = re.compile(r"^\s*subgraph (cluster_\w+) \{$")
 
+# A cell that reads its state one and two steps back.
+TWO_DELAYS = """
+model TwoDelays(I, H):
+    input  x[I] over t
+    target y[H] over t
+    param  U[H, I] ~ glorot_uniform
+    param  W1[H, H] ~ orthogonal
+    param  W2[H, H] ~ orthogonal
+    h(0) = zeros(H)
+    h(t) = tanh(U @ x(t) + W1 @ h(t-1) + W2 @ h(t-2))
+    loss = mean over t of mse(h(t), y(t))
+"""
+
 
 def _attrs(text: str | None) -> dict[str, str]:
     return {k: v.strip('"') for k, v in _ATTR.findall(text or "")}
@@ -54,6 +72,7 @@ class Dot:
         self.cluster_of: dict[str, str | None] = {}
         self.clusters: list[str] = []
         self.edges: list[tuple[str, str, dict[str, str]]] = []
+        self.hidden: list[tuple[str, str]] = []  # invisible edges: layout constraints
         cluster = None
         for line in text.splitlines():
             if m := _CLUSTER.match(line):
@@ -62,7 +81,11 @@ class Dot:
             elif line.strip() == "}":
                 cluster = None
             elif m := _EDGE.match(line):
-                self.edges.append((m[1], m[2], _attrs(m[3])))
+                attrs = _attrs(m[3])
+                if attrs.get("style") == "invis":
+                    self.hidden.append((m[1], m[2]))
+                else:
+                    self.edges.append((m[1], m[2], attrs))
             elif m := _NODE.match(line):
                 self.nodes[m[1]] = _attrs(m[2])
                 self.cluster_of[m[1]] = cluster
@@ -149,6 +172,50 @@ def test_folded_jordan_feeds_back_y_hat(jordan):
     assert len(dot.delay_edges()) == 1
 
 
+def test_several_delays_of_one_value_share_one_label():
+    dot = Dot(gr.render(gr.loads(TWO_DELAYS, I=3, H=4)))
+    (loop,) = dot.edges_between("h(t) [4]", "h(t) [4]")
+    assert loop["label"] == "t-1, t-2" and loop["style"] == "dashed"
+
+
+def test_lag_labels_stay_unambiguous():
+    from graphrnn.viz import _lags_text
+
+    assert _lags_text([(("t", -2),), (("t", -1),)]) == "t-1, t-2"
+    assert _lags_text([(("i", -1), ("j", 2))]) == "i-1, j+2"
+    assert _lags_text([(("i", -1), ("j", -1)), (("i", -1),)]) == "(i-1), (i-1, j-1)"
+
+
+def test_delay_edge_beside_a_same_step_edge_takes_the_side():
+    """In Cho's GRU n(t) reads h(t-1) and h(t) reads n(t): the delay edge h -> n would lie on
+    the edge n -> h, so it leaves and enters on the right; other delay edges keep the
+    default route, and so do the same-step edges."""
+    dot = Dot(gr.render(gr.load(MODELS / "gru_cho.grnn", I=3, H=4, O=2)))
+    (delay,) = dot.edges_between("h.h(t) [4]", "h.n(t) [4]")
+    assert delay["label"] == "t-1" and (delay["tailport"], delay["headport"]) == ("e", "e")
+    (plain,) = dot.edges_between("h.n(t) [4]", "h.h(t) [4]")
+    assert "tailport" not in plain and "label" not in plain
+    (to_hx,) = dot.edges_between("h.h(t) [4]", "h.hx(t) [7]")
+    assert to_hx["label"] == "t-1" and "tailport" not in to_hx
+
+
+def test_backward_initial_value_stands_at_T_plus_1():
+    model = gr.load(MODELS / "birnn.grnn", I=3, H=4, O=2)
+    folded = Dot(gr.render(model))
+    (init,) = folded.edges_between("h.bw.h(T+1) [4]", "h.bw.h(t) [4]")
+    assert init["label"] == "init"
+    assert folded.edges_between("h.fw.h(0) [4]", "h.fw.h(t) [4]")
+    unrolled = Dot(gr.render(model, unroll=3))
+    assert unrolled.cluster_of[unrolled.node("h.bw.h(T+1) [4]")] == "cluster_t4"
+    assert unrolled.cluster_of[unrolled.node("h.fw.h(0) [4]")] == "cluster_t0"
+    assert unrolled.edges_between("h.bw.h(T+1) [4]", "h.bw.h@3 [4]")
+    assert unrolled.edges_between("h.fw.h(0) [4]", "h.fw.h@1 [4]")
+    assert 'label="t = 4"' in unrolled.text
+    bare = Dot(to_dot(model.unroll(3)))  # no folded graph: the readers' steps tell
+    assert bare.cluster_of[bare.node("h.bw.h(T+1) [4]")] == "cluster_t4"
+    assert bare.cluster_of[bare.node("h.fw.h(0) [4]")] == "cluster_t0"
+
+
 def test_ops_detail_draws_every_node(elman):
     dot = Dot(to_dot(elman.graph, detail="ops"))
     labels = dot.labels()
@@ -181,7 +248,8 @@ def test_unrolled_elman_copies_each_step_once_and_shares_parameters(elman, tau):
         assert labels.count(f"{name} {shapes[name]}") == 1
         assert dot.cluster_of[dot.node(f"{name} {shapes[name]}")] is None
     assert labels.count("loss") == 1
-    assert sorted(dot.clusters) == sorted(f"cluster_t{k}" for k in range(1, tau + 1))
+    # step 0 holds the initial value h(0)
+    assert sorted(dot.clusters) == sorted(f"cluster_t{k}" for k in range(0, tau + 1))
 
 
 @pytest.mark.parametrize("tau", [1, 3, 5])
@@ -192,16 +260,27 @@ def test_unrolled_steps_sit_in_their_clusters(elman, tau):
             assert dot.cluster_of[dot.node(f"{name}@{k} [{size}]")] == f"cluster_t{k}"
         assert f'label="t = {k}"' in dot.text
     assert dot.cluster_of[dot.node("loss")] is None
-    assert dot.cluster_of[dot.node("h(0) [4]")] is None
+    assert dot.cluster_of[dot.node("h(0) [4]")] == "cluster_t0"
+    assert 'label="t = 0"' in dot.text
 
 
 @pytest.mark.parametrize("tau", [1, 3, 5])
-def test_unrolled_picture_has_no_delay_edges(elman, jordan, tau):
+def test_unrolled_edges_between_steps_are_red_and_unlabelled(elman, jordan, tau):
+    """No delay edges are left; what they became, edges from one step into the next, are
+    drawn solid red3 (and do not constrain the layout); edges within a step stay black."""
     for model in (elman, jordan):
         dot = Dot(gr.render(model, unroll=tau))
         assert dot.delay_edges() == []
         assert not any("label" in attrs for _, _, attrs in dot.edges)
-        assert not any(attrs.get("color") == "red" for _, _, attrs in dot.edges)
+        across = 0
+        for u, v, attrs in dot.edges:
+            cu, cv = dot.cluster_of[u], dot.cluster_of[v]
+            if cu is not None and cv is not None and cu != cv:
+                assert attrs["color"] == "red3" and attrs["constraint"] == "false"
+                across += 1
+            else:
+                assert attrs.get("color") != "red3"
+        assert across == tau  # h(0) -> a@1, then h@k -> a@k+1 (jordan: y_hat@k -> a@k+1)
 
 
 def test_unrolled_recurrence_links_consecutive_steps(elman):
@@ -240,7 +319,7 @@ def test_unrolled_several_axes():
 
 def test_render_accepts_a_graph_and_lengths_per_axis(elman):
     dot = Dot(gr.render(elman.graph, unroll={"t": 2}))
-    assert sorted(dot.clusters) == ["cluster_t1", "cluster_t2"]
+    assert sorted(dot.clusters) == ["cluster_t0", "cluster_t1", "cluster_t2"]
     with pytest.raises(GraphRNNError, match="positive"):
         gr.render(elman, unroll=0)
     with pytest.raises(TypeError):
@@ -324,3 +403,166 @@ def test_cli_render(tmp_path, capsys):
     path = tmp_path / "elman.svg"
     assert main(["render", str(MODELS / "elman.grnn"), "--unroll", "3", "-o", str(path)]) == 0
     assert "<svg" in path.read_text()
+
+
+# ---- the unrolled layout: positions from Graphviz --------------------------------------
+
+
+class Layout:
+    """Where Graphviz put every node (centre x, y; y grows upwards) and every cluster."""
+
+    def __init__(self, data: bytes | str):
+        laid = json.loads(data)
+        self.at: dict[str, tuple[float, float]] = {}
+        self.half: dict[str, tuple[float, float]] = {}  # half width and height, in points
+        self.box: dict[str, tuple[float, float, float, float]] = {}
+        self.members: dict[str, set[str]] = {}
+        names = {o["_gvid"]: o["name"] for o in laid["objects"] if "pos" in o}
+        for o in laid["objects"]:
+            if "pos" in o and "nodes" not in o:
+                x, y = (float(v) for v in o["pos"].split(","))
+                self.at[o["label"]] = (x, y)
+                self.half[o["label"]] = (36 * float(o["width"]), 36 * float(o["height"]))
+            elif o.get("name", "").startswith("cluster_"):
+                self.box[o["name"]] = tuple(float(v) for v in o["bb"].split(","))
+                self.members[o["name"]] = {names[i] for i in o.get("nodes", []) if i in names}
+
+    def overlapping(self) -> list[tuple[str, str]]:
+        """Pairs of nodes whose boxes overlap."""
+        found = []
+        for a, b in itertools.combinations(self.at, 2):
+            (xa, ya), (xb, yb) = self.at[a], self.at[b]
+            (wa, ha), (wb, hb) = self.half[a], self.half[b]
+            if abs(xa - xb) < wa + wb and abs(ya - yb) < ha + hb:
+                found.append((a, b))
+        return found
+
+    def x(self, label: str) -> float:
+        return self.at[label][0]
+
+    def y(self, label: str) -> float:
+        return self.at[label][1]
+
+
+def _residual_gru() -> gr.Model:
+    return gr.load(DATA / "residual_gru.grnn", I=3, H=4, O=2)
+
+
+def _layout(model: gr.Model, tau: int) -> tuple[Dot, Layout]:
+    return Dot(gr.render(model, unroll=tau)), Layout(gr.render(model, unroll=tau, fmt="json"))
+
+
+LAID_OUT = [
+    ("birnn", 1),
+    ("residual_gru", 3),
+    ("deep_birnn", 3),
+    ("birnn", 4),
+    ("many_to_one", 5),  # dot draws these columns out of order
+    ("elman_relu", 6),
+]
+
+
+def _model(name: str) -> gr.Model:
+    if name == "residual_gru":
+        return _residual_gru()
+    return gr.load(MODELS / f"{name}.grnn", I=3, H=4, O=2)
+
+
+@pytest.mark.parametrize(("name", "tau"), LAID_OUT)
+def test_unrolled_columns_stand_in_step_order(name, tau):
+    """One column per step, t = 0 (initial values) first, left to right, no two overlapping,
+    every copy inside its own column, no node on another."""
+    dot, layout = _layout(_model(name), tau)
+    columns = sorted(layout.box, key=lambda c: int(c.removeprefix("cluster_t")))
+    assert columns == sorted(layout.box, key=lambda c: layout.box[c][0])
+    for left, right in zip(columns, columns[1:]):
+        assert layout.box[left][2] <= layout.box[right][0], (left, right)
+    for node, cluster in dot.cluster_of.items():
+        if cluster is not None:
+            x0, y0, x1, y1 = layout.box[cluster]
+            x, y = layout.x(dot.nodes[node]["label"]), layout.y(dot.nodes[node]["label"])
+            assert x0 <= x <= x1 and y0 <= y <= y1, (dot.nodes[node]["label"], cluster)
+    assert layout.overlapping() == []
+
+
+def test_residual_gru_keeps_one_row_per_equation_and_a_band_per_layer():
+    dot, layout = _layout(_residual_gru(), 3)
+    copies: dict[str, list[str]] = {}
+    for label in dot.labels():
+        if "@" in label:
+            copies.setdefault(label.split("@")[0], []).append(label)
+    assert len(copies) == 2 + 3 * 5 + 4 + 1  # x, y; hx r z n h per layer; v[0..3]; o
+    for name, row in copies.items():
+        assert len(row) == 3 and len({layout.y(label) for label in row}) == 1, name
+    for k in (1, 2, 3):
+        for upper, lower in (("g[1]", "g[2]"), ("g[2]", "g[3]")):
+            above = [
+                layout.y(c) for c in dot.labels() if c.startswith(f"{upper}.") and f"@{k} " in c
+            ]
+            below = [
+                layout.y(c) for c in dot.labels() if c.startswith(f"{lower}.") and f"@{k} " in c
+            ]
+            assert len(above) == len(below) == 5
+            assert min(above) > max(below), (upper, lower, k)
+
+
+def test_residual_gru_draws_each_parameter_once():
+    model = _residual_gru()
+    dot = Dot(gr.render(model, unroll=3))
+    labels = dot.labels()
+    for name, value in model.params.items():
+        label = f"{name} [{', '.join(str(d) for d in value.shape)}]"
+        assert labels.count(label) == 1, label
+        assert dot.cluster_of[dot.node(label)] is None
+    assert len(model.params) == 3 + 3 * 8
+
+
+def test_bidirectional_layers_draw_forward_above_backward_and_T_plus_1_at_the_right():
+    dot, layout = _layout(gr.load(MODELS / "deep_birnn.grnn", I=3, H=4, O=2), 3)
+    for k in (1, 2, 3):
+        rows = [f"h[{n}].{d}.h@{k} [4]" for n in (1, 2) for d in ("fw", "bw")]
+        heights = [layout.y(r) for r in rows]
+        assert all(a > b for a, b in zip(heights, heights[1:])), (k, heights)
+    for n in (1, 2):
+        start, end = f"h[{n}].fw.h(0) [4]", f"h[{n}].bw.h(T+1) [4]"
+        assert layout.x(start) < layout.x(f"h[{n}].fw.h@1 [4]")
+        assert layout.x(end) > layout.x(f"h[{n}].bw.h@3 [4]")
+        assert layout.y(end) == layout.y(f"h[{n}].bw.h@3 [4]")  # in the row it starts
+        assert dot.cluster_of[dot.node(end)] == "cluster_t4"
+
+
+def test_pinned_moves_columns_into_step_order():
+    """Columns drawn t2 (with a parameter in the gap to its right), then t1, come back as
+    t1, t2 with the parameter still right of t2; nodes are pinned for neato -n2."""
+    text = "\n".join(
+        [
+            "digraph g {",
+            "\tn9 [label=P]",
+            "\tsubgraph cluster_t1 {",
+            '\t\tn1 [label="h@1"]',
+            "\t}",
+            "\tsubgraph cluster_t2 {",
+            '\t\tn2 [label="h@2"]',
+            "\t}",
+            "\tn1 -> n2 [style=invis]",
+            "\tn9 -> n1",
+            "}",
+        ]
+    )
+    objects = [
+        {"_gvid": 0, "name": "cluster_t1", "bb": "200,0,300,50", "nodes": [2]},
+        {"_gvid": 1, "name": "cluster_t2", "bb": "0,0,100,50", "nodes": [3]},
+        {"_gvid": 2, "name": "n1", "pos": "250,25"},
+        {"_gvid": 3, "name": "n2", "pos": "50,25"},
+        {"_gvid": 4, "name": "n9", "pos": "150,25"},
+    ]
+    fixed = pinned(text, json.dumps({"bb": "0,0,300,60", "objects": objects}))
+    assert 'n1 [label="h@1" pos="50.00,25.00!"]' in fixed
+    assert 'n2 [label="h@2" pos="158.00,25.00!"]' in fixed  # after t1 and t1's margin
+    assert 'n9 [label=P pos="258.00,25.00!"]' in fixed  # still in the gap right of t2
+    assert 'bb="0.00,0.00,100.00,50.00"' in fixed and "style=invis" not in fixed
+    assert "n9 -> n1" in fixed
+    in_order = [{**o, "pos": "10,25"} if o["name"] == "n1" else o for o in objects]
+    in_order[0] = {**objects[0], "bb": "0,0,20,50"}
+    in_order[1] = {**objects[1], "bb": "40,0,60,50"}
+    assert pinned(text, json.dumps({"bb": "0,0,60,60", "objects": in_order})) is None

@@ -11,7 +11,8 @@ a value may only be replaced by one with the same shape, stored context and actu
 The one exception is a zero: a zero may become a STATIC zero constant, since any sum of zeros
 is zero, provided no surviving consumer's actual context shrinks because of it (e.g.
 `add(x_static, zero_per_step)`, which a later `reduce_to` sums over the steps, keeps its
-operand). `substitute` checks this edge by edge.
+operand) and no materializing consumer's stored context stops following from its operands
+(a batched `delay` of two STATIC zeros). `substitute` checks this edge by edge.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ def infer(op: str, inputs: list[Node], attrs: dict[str, Any]):
     contexts = [i.context for i in inputs]
     context = rule.context(contexts, **attrs) if rule.context else union_context(contexts)
     return shape, context
+
+
+def _rule_context(op: str, inputs: list[Node], attrs: dict[str, Any]) -> Context | None:
+    """The stored context an op's rules give for these operands (None if they reject them)."""
+    found = infer(op, inputs, attrs)
+    return found[1] if found is not None else None
 
 
 def consistent(node: Node) -> bool:
@@ -341,11 +348,15 @@ class Actual:
         return self.table[node.id]
 
     def keeps(self, node: Node, inputs: list[Node]) -> bool:
-        """Whether `node` read `inputs` keeps its actual context. A materializing op always
-        does; any other must give the same context from its operands alone (so that it
-        would, even if the new operands took it out of a recurrence)."""
+        """Whether `node` read `inputs` keeps its actual context. A materializing op's array
+        has its stored context, which must still be what its context rule gives (a delay of
+        two STATIC zeros is unbatched, so a batched one keeps its operands); any other op
+        must give the same context from its operands alone (so that it would, even if the
+        new operands took it out of a recurrence)."""
         if OPS[node.op].materialises:
-            return True
+            return _rule_context(node.op, inputs, node.attrs) == _rule_context(
+                node.op, node.inputs, node.attrs
+            )
         return self.rule(node.op, inputs, node.attrs) == self(node)
 
     def rule(self, op: str, inputs: list[Node], attrs) -> Context | None:

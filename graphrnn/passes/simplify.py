@@ -32,7 +32,8 @@ made by one rule feeds the next (a zero adjoint through a delay, a product, a re
 A replaced value keeps its per-example shape, its stored context and its actual context
 (passes/_common.py); the one exception is a zero, which becomes a STATIC constant (consumers
 broadcast). A consumer whose actual context would shrink through such a zero keeps its old
-operand, so `reduce_to` still sums over the same steps and batch.
+operand, so `reduce_to` still sums over the same steps and batch; so does a delay whose
+context would (a batched delay that stays, e.g. as an output, keeps reading x * 0).
 
 Not preserved: IEEE special cases (x * 0 is 0 even if x is inf or NaN; signed zeros).
 A replacement created here for a user-named value takes its name and source location.

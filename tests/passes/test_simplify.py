@@ -11,7 +11,7 @@ from graphrnn.ir.graph import Graph
 from graphrnn.ir.node import Context
 from graphrnn.ir.ops.leaf import const, input_node, param_node
 from graphrnn.ir.registry import apply
-from graphrnn.passes._common import is_one, is_zero
+from graphrnn.passes._common import consistent, is_one, is_zero
 from graphrnn.passes.simplify import simplify
 from tests.passes.helpers import (
     adjoint,
@@ -164,6 +164,33 @@ def test_zero_that_carries_the_steps_is_kept():
     leaves = random_leaves(before, env)
     got = output_values(after, env, leaves)["r"]
     np.testing.assert_allclose(got.reshape(3), 6 * leaves[b.id].reshape(3))
+
+
+def _zero_delays():
+    """Delays of per-step, per-example zeros (x * 0) that must stay batched: a graph output
+    (both operands zero; the case Hypothesis drew), a delay whose consumer keeps it (b + d
+    varies over the batch only through d) and one with a STATIC initial value b."""
+    x = input_node("x", (3,), ("t",))
+    b = param_node("b", (3,), ("zeros", ()))
+    both = apply("delay", apply("mul", x, const(0.0, (3,))), const(0.0, (3,)), axis="t", offset=-1)
+    inner = apply("delay", apply("mul", const(0.0), x), const(0.0, (3,)), axis="t", offset=-1)
+    with_b = apply("delay", apply("mul", x, const(0.0, (3,))), b, axis="t", offset=1)
+    outputs = {"both": both, "kept": apply("add", b, inner), "with_b": with_b}
+    return _graph(outputs, x, b)
+
+
+@pytest.mark.parametrize("key", ["both", "kept", "with_b"])
+def test_zero_delay_keeps_its_context(key):
+    """A delay's context is its operands' plus its axis: moving STATIC zeros into a batched
+    delay would leave it claiming a batch its operands no longer give."""
+    before = _zero_delays()
+    before.outputs = {key: before.outputs[key]}
+    after, _ = simplify(before)
+    assert_well_formed(before, after)
+    assert_same_outputs(before, after)
+    delays = ops(after, "delay")
+    assert len(delays) == 1 and delays[0].context == Context(frozenset({"t"}), True)
+    assert consistent(delays[0])
 
 
 def test_constant_folding_and_batch_size():
