@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-import graphrnn as gr
 from graphrnn import memory
 from graphrnn.dsl import ast, parse
+from graphrnn.errors import GraphRNNError
+from graphrnn.model import Model, loads
 
 MEMORY_CAP = 256 * 2**20
 SMALL_SIZES = {"HI": 32, "WI": 32, "C1": 2, "C2": 2, "C3": 2, "C4": 2, "H1": 2, "H2": 2}
@@ -138,7 +139,7 @@ def _sizes(text: str, path: str) -> dict[str, int]:
     return sizes
 
 
-def _data(model: gr.Model, tau: int, batch: int, seed: int):
+def _data(model: Model, tau: int, batch: int, seed: int):
     from graphrnn.check import random_data
 
     graph = model.graph
@@ -157,7 +158,7 @@ class _Capped(Exception):
 
 def run_model(text: str, path: str, backend: str, tau: int, seed: int = 0) -> dict:
     """Parse, lower, compile and run `text` once; returns the forward outputs and loss."""
-    model = gr.loads(text, path=path, seed=seed, **_sizes(text, path))
+    model = loads(text, path=path, seed=seed, **_sizes(text, path))
     fn = model.compile(backend, dtype="float64")
     inputs, targets = _data(model, tau, 2, seed)
     result = {"outputs": fn.forward(model.params, inputs)}
@@ -175,7 +176,7 @@ def drive(text: str, path: str, backend: str = "reference", tau: int = 4) -> Out
         return Outcome("ran")
     except _Capped as e:
         return Outcome("capped", str(e))
-    except gr.GraphRNNError as e:
+    except GraphRNNError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         located = getattr(e, "loc", None) is not None or _LOCATED.search(str(e))
         return Outcome("error" if located else "unlocated", f"{type(e).__name__}: {first}")
