@@ -46,9 +46,9 @@ def matmul(g: NumbaPrinter, n: Node) -> bool:
         return True
     at = f"{g.buf(a)}.reshape(({m}, {k})).T"
     if not g.fixed:
-        g.allocated.add(n.id)
+        g.alloc(n)
         flat = f"{g.buf(v)}.reshape((-1, {k}))"
-        g.emit(f"{g.buf(n)} = np.dot({flat}, {at}).reshape({g.alloc_shape(n)})")
+        g.emit(f"np.dot({flat}, {at}, {g.buf(n)}.reshape((-1, {m})))")
         return True
     t = next(iter(g.fixed.values()))
     g.alloc(n)
@@ -120,11 +120,9 @@ def reduce_to(g: NumbaPrinter, n: Node) -> bool:
     if gemm is None:
         return _rows_sum(g, n) if n.context == STATIC and n.shape else False
     a, b, m, k = gemm
-    g.allocated.add(n.id)
-    g.emit(
-        f"{g.buf(n)} = np.dot({g.buf(a)}.reshape((-1, {m})).T, "
-        f"{g.buf(b)}.reshape((-1, {k}))).reshape({g.alloc_shape(n)})"
-    )
+    g.alloc(n)
+    rows_a, rows_b = f"{g.buf(a)}.reshape((-1, {m})).T", f"{g.buf(b)}.reshape((-1, {k}))"
+    g.emit(f"np.dot({rows_a}, {rows_b}, {g.buf(n)}.reshape(({m}, {k})))")
     return True
 
 
