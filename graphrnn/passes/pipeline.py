@@ -6,7 +6,8 @@
 Order (ORDER): simplify, cse, join_blocks (sums of padded blocks, the adjoints of slices, as
 one concat), split_products (a product in a loop whose concatenated operand
 is partly hoisted), gemm_merge, gemm_sum, split_products again (a merged adjoint product whose
-slices are partly hoisted), then simplify and cse again to clean up what the merges leave
+slices are partly hoisted), stack_gradients (the gradients of matrices that gemm_sum stacked,
+as one GEMM), then simplify and cse again to clean up what the merges leave
 (transposes of transposes, equal stacked matrices), then dce. A disabled
 pass is skipped everywhere it appears. `lines` explains what each pass did, one line per pass
 run, and a summary; an unknown name in `disable` is an error that lists the known ones.
@@ -31,6 +32,7 @@ from graphrnn.passes.gemm_sum import gemm_sum
 from graphrnn.passes.join_blocks import join_blocks
 from graphrnn.passes.simplify import simplify
 from graphrnn.passes.split_products import split_products
+from graphrnn.passes.stack_gradients import stack_gradients
 
 Pass = Callable[..., tuple[Graph, list[str]]]
 
@@ -41,6 +43,7 @@ PASSES: dict[str, Pass] = {
     "split_products": split_products,
     "gemm_merge": gemm_merge,
     "gemm_sum": gemm_sum,
+    "stack_gradients": stack_gradients,
     "dce": dce,
 }
 
@@ -52,6 +55,7 @@ ORDER: tuple[str, ...] = (
     "gemm_merge",
     "gemm_sum",
     "split_products",
+    "stack_gradients",
     "simplify",
     "cse",
     "dce",

@@ -32,7 +32,7 @@ def test_zoo(path):
     after, lines = optimize(before)
     assert_well_formed(before, after)
     assert_same_values(path, before, after)
-    slim, _ = optimize(before, disable={"split_products"})  # the one pass that adds nodes
+    slim, _ = optimize(before, disable={"split_products", "stack_gradients"})  # these add nodes
     if path.stem in KNOWN:  # a model added later may have nothing to remove
         assert len(slim.nodes()) < len(before.nodes())
     assert len(slim.nodes()) <= len(before.nodes())
@@ -50,6 +50,7 @@ def test_names_and_order():
         "split_products",
         "gemm_merge",
         "gemm_sum",
+        "stack_gradients",
         "dce",
     ]
     assert set(ORDER) == set(PASSES)
