@@ -22,9 +22,11 @@ from graphrnn.passes.pipeline import check_disable, optimize
 from graphrnn.running_stats import STAT_PREFIX, BatchStats, pooled, stat_outputs
 from graphrnn.states import (
     FINAL,
+    FINAL_ADJOINT,
     INITIAL,
     carried_graph,
-    check_initial,
+    check_states,
+    cotangents,
     final_outputs,
     recurrent_states,
 )
@@ -44,7 +46,10 @@ class Compiled:
     (`states` lists them), and `final=True` also returns each state at the last step, by
     the same names, to pass as the next chunk's `initial`. Gradients stop at the given
     initial states; with `input_grads=True` their adjoints come back as
-    `grads["initial:h"]`. graphrnn/states.py builds the graph these calls run.
+    `grads["initial:h"]`. `loss_and_grad(..., final_adjoint={"h": g})` passes the adjoint
+    of the final states back in (the gradients are those of loss + sum(g * h(end))): with
+    g the next chunk's `grads["initial:h"]`, chunks run from the last to the first give
+    full BPTT. graphrnn/states.py builds the graph these calls run.
     """
 
     def __init__(
@@ -78,7 +83,8 @@ class Compiled:
             inputs = self.graph.inputs if self.input_grads is True else self.input_grads or []
             wrt = list(self.graph.params) + list(inputs)
             wrt = [n for n in wrt if n not in self.graph.state_names]  # running statistics
-            self._adjoint = grad(self.graph, wrt)
+            wrt = [n for n in wrt if not n.startswith(FINAL_ADJOINT)]  # seeds, not leaves
+            self._adjoint = grad(self.graph, wrt, cotangents(self.graph))
             self._adjoint.outputs.update(stat_outputs(self.graph))
             self._adjoint.outputs.update(final_outputs(self.graph))
         return self._adjoint
@@ -108,7 +114,7 @@ class Compiled:
     ):
         """Every named value that reads no target; with `final=True`, `(values, final)`."""
         if initial is not None or final:
-            fn, inputs = self._carried(inputs, initial, final)
+            fn, inputs = self._carried(inputs, initial, final, None)
             outs = fn.forward(params, inputs)
             finals = {k: outs.pop(k) for k in list(outs) if k.startswith(FINAL)}
             return (outs, fn._batched(finals)) if final else outs
@@ -116,19 +122,22 @@ class Compiled:
         values = self._evaluate(graph, params, inputs, None)
         return {name: self._out(values, node) for name, node in graph.outputs.items()}
 
-    def _carried(self, inputs, initial: Mapping | None, final: bool) -> tuple[Compiled, dict]:
+    def _carried(self, inputs, initial, final: bool, adjoint) -> tuple[Compiled, dict]:
         """The model compiled with these initial states as inputs (and final states as
-        outputs), built once per set of names; and the inputs with the states added."""
+        outputs, their adjoints as inputs), built once per set of names; and the inputs with
+        the states added."""
         _check_mapping("inputs", inputs, "{'x': x}")
-        arrays = check_initial(self.graph, initial if initial is not None else {})
-        key = (frozenset(arrays), bool(final))
+        arrays = check_states(self.graph, initial if initial is not None else {})
+        seeds = check_states(self.graph, adjoint, "final_adjoint") if adjoint is not None else {}
+        key = (frozenset(arrays), bool(final or seeds), frozenset(seeds))
         if key not in self._siblings:
-            graph = carried_graph(self.graph, key[0], key[1])
+            graph = carried_graph(self.graph, *key)
             self._siblings[key] = Compiled(
                 graph, self.dtype.name, self.executor, self.backend, self.input_grads,
                 self.passes, self.disable,
             )  # fmt: skip
         given = {f"{INITIAL}{name}": array for name, array in arrays.items()}
+        given.update({f"{FINAL_ADJOINT}{name}": array for name, array in seeds.items()})
         return self._siblings[key], {**inputs, **given}
 
     def _batched(self, finals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,12 +160,13 @@ class Compiled:
         *,
         initial: Mapping | None = None,
         final=False,
+        final_adjoint: Mapping | None = None,
     ):
         """`(loss, grads)`; with `batch_stats=True`, `(loss, grads, stats)` where stats maps
         each batch norm to the BatchStats of this batch (running_stats.update_state); with
         `final=True` the final states come last, `(loss, grads[, stats], final)`."""
-        if initial is not None or final:
-            fn, inputs = self._carried(inputs, initial, final)
+        if initial is not None or final or final_adjoint is not None:
+            fn, inputs = self._carried(inputs, initial, final, final_adjoint)
             return fn._loss_and_grad(params, inputs, targets, batch_stats, final)
         return self._loss_and_grad(params, inputs, targets, batch_stats, False)
 
@@ -199,7 +209,7 @@ class Compiled:
         """The batch-mean loss alone, without the backward pass (finite differences call this
         twice per checked element); with `final=True`, `(loss, final)`."""
         if initial is not None or final:
-            fn, inputs = self._carried(inputs, initial, final)
+            fn, inputs = self._carried(inputs, initial, final, None)
             return fn._loss(params, inputs, targets, final)
         return self._loss(params, inputs, targets, False)
 

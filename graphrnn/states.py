@@ -13,7 +13,10 @@ given, final)` is the model's graph with two changes, compiled like any other gr
 
 The chunk's gradient stops at `initial:<name>`, an input: the carried state is a constant
 of the chunk, which is what truncated BPTT cuts. Its own adjoint is `grad:initial:<name>`,
-computed when the call differentiates inputs.
+computed when the call differentiates inputs. For gradients that are not cut, a state in
+`adjoints` gets a batched input `final_adjoint:<name>`, seeded as the adjoint of
+`final:<name>` (autodiff.grad's cotangents): the next chunk's `grad:initial:<name>`, so
+that chunks run from the last to the first add up to full BPTT.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from graphrnn.segmented.rewrite import _refresh_contexts
 
 INITIAL = "initial:"
 FINAL = "final:"
+FINAL_ADJOINT = "final_adjoint:"
 
 
 def delays(graph: Graph) -> list[Node]:
@@ -45,30 +49,31 @@ def recurrent_states(graph: Graph) -> dict[str, tuple[int, ...]]:
     return {d.inputs[0].label(): tuple(d.shape) for d in delays(graph)}
 
 
-def check_initial(graph: Graph, initial: Mapping) -> dict[str, np.ndarray]:
-    """The given initial states as arrays, or an error naming a wrong name or shape."""
-    if not isinstance(initial, Mapping):
+def check_states(graph: Graph, given: Mapping, what: str = "initial") -> dict[str, np.ndarray]:
+    """Arrays given by state name (`what`: initial or final_adjoint), or an error naming a
+    wrong name or shape."""
+    if not isinstance(given, Mapping):
         raise DataError(
-            f"initial must be a dict of arrays by state name, like {{'h': h0}}; got "
-            f"{type(initial).__name__}"
+            f"{what} must be a dict of arrays by state name, like {{'h': h0}}; got "
+            f"{type(given).__name__}"
         )
     states = recurrent_states(graph)
     arrays = {}
-    for name, value in initial.items():
+    for name, value in given.items():
         if name not in states:
             known = ", ".join(sorted(states)) or "none: it has no recurrence"
             raise DataError(
-                f"initial state '{name}' is not a state of model '{graph.name}'; its states "
+                f"{what} state '{name}' is not a state of model '{graph.name}'; its states "
                 f"(values read at an earlier step) are {known}"
             )
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            raise DataError(f"initial state '{name}' is not a numeric array") from None
+            raise DataError(f"{what} state '{name}' is not a numeric array") from None
         shape = states[name]
         if array.ndim != 1 + len(shape) or array.shape[1:] != shape:
             raise DataError(
-                f"initial state '{name}' has shape {list(array.shape)}; expected "
+                f"{what} state '{name}' has shape {list(array.shape)}; expected "
                 f"[batch, {', '.join(map(str, shape))}] (one state per example)"
             )
         arrays[name] = value
@@ -97,9 +102,12 @@ def _final_node(graph: Graph, name: str, users: list[Node]) -> Node | None:
     return apply("at", back[0].inputs[0], axis=graph.axes[0], index=-1)
 
 
-def carried_graph(graph: Graph, given: frozenset[str], final: bool) -> Graph:
+def carried_graph(
+    graph: Graph, given: frozenset[str], final: bool, adjoints: frozenset[str] = frozenset()
+) -> Graph:
     """The graph whose states in `given` start from inputs, with final states as outputs
-    when `final` (see the module docstring); the model's own graph is not touched."""
+    when `final` and adjoint inputs for those in `adjoints` (see the module docstring); the
+    model's own graph is not touched."""
     g = copy_graph(graph)
     by_state: dict[str, list[Node]] = {}
     for node in delays(g):
@@ -120,9 +128,27 @@ def carried_graph(graph: Graph, given: frozenset[str], final: bool) -> Graph:
     _refresh_contexts(reachable(roots))
     used = {n.id for n in reachable(roots)}
     inputs = {k: v for k, v in inputs.items() if v.id in used}
+    for name in sorted(adjoints):
+        if FINAL + name not in outputs:
+            raise DataError(
+                f"final_adjoint state '{name}' has no final state to seed (it is not read one "
+                f"step back); the final states are {', '.join(sorted(final_outputs(outputs)))}"
+            )
+        out = outputs[FINAL + name]
+        inputs[FINAL_ADJOINT + name] = input_node(FINAL_ADJOINT + name, out.shape, loc=out.loc)
     return replace(g, inputs=inputs, outputs=outputs)
 
 
-def final_outputs(graph: Graph) -> dict[str, Node]:
+def final_outputs(outputs: Graph | Mapping[str, Node]) -> dict[str, Node]:
     """The `final:<name>` outputs of a carried graph (none for a model's own graph)."""
-    return {k: v for k, v in graph.outputs.items() if k.startswith(FINAL)}
+    outputs = outputs.outputs if isinstance(outputs, Graph) else outputs
+    return {k: v for k, v in outputs.items() if k.startswith(FINAL)}
+
+
+def cotangents(graph: Graph) -> dict[str, Node]:
+    """The seeds of the final states' adjoints, by output name (autodiff.grad)."""
+    return {
+        FINAL + k[len(FINAL_ADJOINT) :]: v
+        for k, v in graph.inputs.items()
+        if k.startswith(FINAL_ADJOINT)
+    }

@@ -159,3 +159,58 @@ model Two(I, H):
     assert fn.forward(model.params, {"x": x}, initial={"h": np.ones((1, 3))})["h"].shape
     with pytest.raises(gr.DataError, match=r"read 2 steps back .* one-step delays only"):
         fn.forward(model.params, {"x": x}, final=True)
+
+
+SUMMED = """
+model SumElman(I, H, O):
+    input  x[I] over t
+    target y[O] over t
+    param  U[H, I] ~ glorot_uniform
+    param  W[H, H] ~ orthogonal
+    param  b[H]    ~ uniform(0.1)
+    param  h0[H]   ~ uniform(0.5)
+    param  V[O, H] ~ glorot_uniform
+    h(0) = h0
+    h(t) = tanh(U @ x(t) + W @ h(t-1) + b)
+    o(t) = V @ h(t)
+    loss = sum over t of softmax_cross_entropy(o(t), y(t))
+"""
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_uncut_chunk_gradients_add_up_to_full_bptt(backend):
+    """Chunks run from the last to the first, each given the next one's adjoint of the
+    state it hands on: their gradients add up to full BPTT (the loss is a sum over t)."""
+    model = gr.loads(SUMMED, seed=7, **SIZES)
+    fn = model.compile(backend)
+    x, y = data(9)
+    parts = chunks(9, [2, 6])
+    states = [None]
+    for part in parts[:-1]:
+        states.append(fn.forward(model.params, {"x": x[part]}, initial=states[-1], final=True)[1])
+    total, summed, adjoint = 0.0, {k: 0.0 for k in model.params}, None
+    for part, state in reversed(list(zip(parts, states))):
+        loss, grads = fn.loss_and_grad(
+            model.params, {"x": x[part]}, {"y": y[part]}, initial=state, final_adjoint=adjoint
+        )
+        total += loss
+        summed = {k: summed[k] + grads[k] for k in summed}
+        adjoint = {"h": grads["initial:h"]} if state is not None else None
+    want_loss, want = fn.loss_and_grad(model.params, {"x": x}, {"y": y})
+    assert abs(total - want_loss) < 1e-12 * abs(want_loss)
+    for name, g in want.items():
+        if name in summed:
+            assert np.max(np.abs(summed[name] - g)) < 1e-12 * np.max(np.abs(g)), name
+    assert np.max(np.abs(want["h0"])) > 1e-3  # the learned h0 gets its gradient, once
+
+
+def test_a_final_adjoint_must_name_a_state_with_a_final_value():
+    model = gr.load("models/birnn.grnn", **SIZES)
+    fn = model.compile("reference")
+    x, y = data(4)
+    with pytest.raises(gr.DataError, match="'h.bw.h' has no final state to seed"):
+        fn.loss_and_grad(
+            model.params, {"x": x}, {"y": y}, final_adjoint={"h.bw.h": np.zeros((3, 5))}
+        )
+    with pytest.raises(gr.DataError, match="final_adjoint state 'h' is not a state"):
+        fn.loss_and_grad(model.params, {"x": x}, {"y": y}, final_adjoint={"h": np.zeros((3, 5))})
