@@ -5,6 +5,8 @@ held constant: the cut that truncated BPTT makes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -161,20 +163,13 @@ model Two(I, H):
         fn.forward(model.params, {"x": x}, final=True)
 
 
-SUMMED = """
-model SumElman(I, H, O):
-    input  x[I] over t
-    target y[O] over t
-    param  U[H, I] ~ glorot_uniform
-    param  W[H, H] ~ orthogonal
-    param  b[H]    ~ uniform(0.1)
-    param  h0[H]   ~ uniform(0.5)
-    param  V[O, H] ~ glorot_uniform
-    h(0) = h0
-    h(t) = tanh(U @ x(t) + W @ h(t-1) + b)
-    o(t) = V @ h(t)
-    loss = sum over t of softmax_cross_entropy(o(t), y(t))
-"""
+# models/elman.grnn with a learned initial state and a loss summed over t
+SUMMED = (
+    Path("models/elman.grnn")
+    .read_text()
+    .replace("h(0) = zeros(H)", "param h0[H] ~ uniform(0.5)\n    h(0) = h0")
+    .replace("mean over t", "sum over t")
+)
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
