@@ -243,7 +243,8 @@ def _chars(config: TrainConfig) -> Prepared:
 
         def step(params, batch):
             first, x, y = batch
-            return carried(params, {"x": x, **_zero_inits(fn, x.shape[1])}, {"y": y}, first)
+            inputs = {"x": x, **tbptt.zero_init_inputs(fn, x.shape[1])}
+            return carried(params, inputs, {"y": y}, first)
 
         return step
 
@@ -252,7 +253,7 @@ def _chars(config: TrainConfig) -> Prepared:
             total = count = 0.0
             state = None
             for x, y in datasets.char_batches(val_ids, corpus.vocab_size, 1, k):
-                inputs = {"x": x.astype(config.dtype), **_zero_inits(fn, 1)}
+                inputs = {"x": x.astype(config.dtype), **tbptt.zero_init_inputs(fn, 1)}
                 targets = {"y": y.astype(config.dtype)}
                 loss, state = fn.loss(params, inputs, targets, initial=state, final=True)
                 total += loss * x.shape[0]
@@ -266,16 +267,6 @@ def _chars(config: TrainConfig) -> Prepared:
 
     meta = {"vocab": "".join(corpus.vocab)}
     return Prepared(sizes, batches, loss_and_grad, validate, meta)
-
-
-def _zero_inits(fn, batch: int) -> dict[str, np.ndarray]:
-    """Zeros for inputs named `*_init` (models/char_lstm.grnn's `h(0) = h_init`): the state
-    a sequence starts from; later chunks replace it with the carried state."""
-    return {
-        name: np.zeros((batch, *node.shape))
-        for name, node in fn.graph.inputs.items()
-        if name.endswith("_init") and not node.axes
-    }
 
 
 def _image_size(config: TrainConfig, default: int) -> tuple[int, int]:

@@ -108,6 +108,16 @@ def chunked(
             yield i == 0, cut(fn, inputs, part), cut(fn, targets, part)
 
 
+def zero_init_inputs(fn, batch: int) -> dict[str, np.ndarray]:
+    """Zeros for static inputs named `*_init` (models/char_lstm.grnn's `h(0) = h_init`): the
+    state a sequence starts from, before a carried state replaces it."""
+    return {
+        name: np.zeros((batch, *node.shape))
+        for name, node in fn.graph.inputs.items()
+        if name.endswith("_init") and not node.axes
+    }
+
+
 def _steps(fn, inputs: Arrays) -> int:
     axis = fn.graph.axes[0]
     for name, node in fn.graph.inputs.items():

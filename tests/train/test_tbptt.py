@@ -108,20 +108,28 @@ def test_train_adding_with_tbptt(tmp_path):
     assert meta["tbptt"] == 5 and meta["step"] == 2
 
 
-def test_chars_chunk_length_is_the_tbptt_length(tmp_path):
+CORPUS = "the cat sat on the mat. " * 10
+
+
+def train_chars(tmp_path: Path, model: Path, name: str, *options: str) -> Path:
+    """`graphrnn train MODEL --task chars` on CORPUS, batch 4, H = 4; the run directory."""
     text = tmp_path / "text.txt"
-    text.write_text("the cat sat on the mat. " * 10, encoding="utf-8")
+    text.write_text(CORPUS, encoding="utf-8")
+    run = tmp_path / name
+    args = ["train", str(model), "--task", "chars", "--text", str(text), "--dim", "H=4"]
+    args += ["--batch", "4", "--backend", "reference", "--out", str(run), *options]
+    assert main(args) == 0
+    return run
+
+
+def test_chars_chunk_length_is_the_tbptt_length(tmp_path):
     steps = {}
     for k in ("5", "10"):
-        run = tmp_path / k
-        args = [
-            "train", str(ROOT / "models/char_lstm.grnn"), "--task", "chars", "--text", str(text),
-            "--dim", "H=4", "--epochs", "1", "--batch", "4", "--tbptt", k,
-            "--backend", "reference", "--out", str(run),
-        ]  # fmt: skip
-        assert main(args) == 0
+        run = train_chars(
+            tmp_path, ROOT / "models/char_lstm.grnn", k, "--epochs", "1", "--tbptt", k
+        )
         steps[k] = load_checkpoint(run / "checkpoint.npz")[2]["step"]
-    rows = (len("the cat sat on the mat. " * 10) - 24 - 1) // 4  # the train part, per row
+    rows = (len(CORPUS) - 24 - 1) // 4  # the train part (90% of the text), per row
     assert steps == {"5": rows // 5, "10": rows // 10}
 
 
@@ -133,3 +141,30 @@ def test_tbptt_on_an_image_task_is_refused(tmp_path, capsys):
     ]  # fmt: skip
     assert main(args) == 2
     assert "cuts one sequence axis" in capsys.readouterr().err
+
+
+def test_chars_trains_and_samples_a_model_without_init_inputs(tmp_path, capsys):
+    """models/elman.grnn over a vocabulary starts from h(0) = zeros(H), with no `*_init`
+    input: its state is carried all the same, in training and in sampling."""
+    elman = (ROOT / "models/elman.grnn").read_text()
+    renames = [("V[O, H]", "Wo[V, H]"), ("V @", "Wo @"), ("Elman(I, H, O)", "Elman(V, H)")]
+    for old, new in [*renames, ("[H, I]", "[H, V]"), ("x[I]", "x[V]"), ("O]", "V]")]:
+        elman = elman.replace(old, new)
+    model = tmp_path / "char_elman.grnn"
+    model.write_text(elman, encoding="utf-8")
+    run = train_chars(tmp_path, model, "run", "--epochs", "2", "--tbptt", "8")
+    capsys.readouterr()
+    assert main(["sample", str(run / "checkpoint.npz"), "--prime", "the", "--length", "5"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("the") and len(out) == 8 and set(out) <= set(CORPUS)
+    # the carried state: each character is drawn as from a forward pass over all before it
+    from graphrnn.train.sample import sample_text
+
+    drawn = sample_text(str(run / "checkpoint.npz"), 12, "the", 1.0, seed=3)
+    trained = gr.load_checkpoint(run / "checkpoint.npz")
+    fn, vocab, rng = trained.compile("reference"), trained.meta["vocab"], np.random.default_rng(3)
+    for i in range(3, len(drawn)):
+        x = np.eye(len(vocab))[[vocab.index(c) for c in drawn[:i]]][:, None, :]
+        logits = fn.forward(trained.params, {"x": x})["o"][-1, 0]
+        p = np.exp(logits - logits.max())
+        assert drawn[i] == vocab[int(rng.choice(len(vocab), p=p / p.sum()))]
