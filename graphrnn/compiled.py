@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from graphrnn.autodiff import grad
-from graphrnn.errors import DataError, DSLError
+from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
@@ -166,6 +166,11 @@ class Compiled:
         each batch norm to the BatchStats of this batch (running_stats.update_state); with
         `final=True` the final states come last, `(loss, grads[, stats], final)`."""
         if initial is not None or final or final_adjoint is not None:
+            if batch_stats and self.graph.batchnorms:
+                raise GraphRNNError(
+                    "batch_stats cannot be combined with initial, final or final_adjoint yet: "
+                    "the stateful graph does not keep the batch norms' statistics"
+                )
             fn, inputs = self._carried(inputs, initial, final, final_adjoint)
             return fn._loss_and_grad(params, inputs, targets, batch_stats, final)
         return self._loss_and_grad(params, inputs, targets, batch_stats, False)

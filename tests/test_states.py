@@ -209,3 +209,39 @@ def test_a_final_adjoint_must_name_a_state_with_a_final_value():
         )
     with pytest.raises(gr.DataError, match="final_adjoint state 'h' is not a state"):
         fn.loss_and_grad(model.params, {"x": x}, {"y": y}, final_adjoint={"h": np.zeros((3, 5))})
+
+
+def test_batch_statistics_are_refused_with_stateful_calls():
+    text = """
+model BNRec(C = 2, H = 3, W = 2):
+    input  x[C, H, W] over t
+    target y[C]
+    param gamma[C] ~ ones
+    param beta[C]  ~ zeros
+    s(0) = zeros(C, H, W)
+    s(t) = s(t-1) + batchnorm2d(x(t), gamma, beta)
+    loss = softmax_cross_entropy(global_avgpool(s(end)), y)
+"""
+    model = gr.loads(text)
+    fn = model.compile("reference")
+    x, y = np.ones((3, 2, 2, 3, 2)), np.eye(2)[[0, 1]]
+    assert len(fn.loss_and_grad(model.params, {"x": x}, {"y": y}, batch_stats=True)[2]) == 1
+    with pytest.raises(gr.GraphRNNError, match="batch_stats cannot be combined with initial"):
+        fn.loss_and_grad(model.params, {"x": x}, {"y": y}, batch_stats=True, final=True)
+
+
+def test_checkpointed_bptt_takes_initial_and_final_states():
+    model = gr.load("models/lstm.grnn", seed=8, **SIZES)
+    plain, segmented = model.compile("reference"), model.compile("reference", bptt_checkpoint=2)
+    x, y = data(7)
+    _, state = plain.forward(model.params, {"x": x[:3]}, final=True)
+    want = plain.loss_and_grad(model.params, {"x": x[3:]}, {"y": y[3:]}, initial=state, final=True)
+    got = segmented.loss_and_grad(
+        model.params, {"x": x[3:]}, {"y": y[3:]}, initial=state, final=True
+    )
+    assert abs(got[0] - want[0]) < 1e-12
+    for name in model.params:
+        assert np.max(np.abs(got[1][name] - want[1][name])) < 1e-12, name
+    for name in state:
+        assert np.max(np.abs(got[2][name] - want[2][name])) < 1e-12, name
+    assert segmented.states == plain.states
