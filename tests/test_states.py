@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import graphrnn as gr
+from tests.test_running_stats import SEQUENCE
 
 SIZES = {"I": 3, "H": 5, "O": 4}
 
@@ -212,18 +213,15 @@ def test_a_final_adjoint_must_name_a_state_with_a_final_value():
 
 
 def test_batch_statistics_are_refused_with_stateful_calls():
-    text = """
-model BNRec(C = 2, H = 3, W = 2):
-    input  x[C, H, W] over t
-    target y[C]
-    param gamma[C] ~ ones
-    param beta[C]  ~ zeros
-    s(0) = zeros(C, H, W)
-    s(t) = s(t-1) + batchnorm2d(x(t), gamma, beta)
-    loss = softmax_cross_entropy(global_avgpool(s(end)), y)
-"""
+    o = "    o = global_avgpool(sum over t of n(t))"
+    assert o in SEQUENCE
+    recurrent = (
+        "    s(0) = zeros(C, H, W)\n    s(t) = s(t-1) + n(t)\n    o = global_avgpool(s(end))"
+    )
+    text = SEQUENCE.replace(o, recurrent)  # batch norm inside a recurrence
     model = gr.loads(text)
     fn = model.compile("reference")
+    assert fn.states == {"s": (2, 3, 2)}
     x, y = np.ones((3, 2, 2, 3, 2)), np.eye(2)[[0, 1]]
     assert len(fn.loss_and_grad(model.params, {"x": x}, {"y": y}, batch_stats=True)[2]) == 1
     with pytest.raises(gr.GraphRNNError, match="batch_stats cannot be combined with initial"):
