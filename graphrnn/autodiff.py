@@ -62,17 +62,24 @@ def _sum(terms: list[Node]) -> Node | None:
     return total
 
 
-def grad(graph: Graph, wrt: list[str] | None = None) -> Graph:
+def grad(
+    graph: Graph, wrt: list[str] | None = None, cotangents: dict[str, Node] | None = None
+) -> Graph:
     """The adjoint graph: outputs `loss` (mean over the batch) and `grad:NAME` per leaf.
 
     `wrt` names leaves (parameters and inputs); by default every parameter and input.
+    `cotangents` maps output names to adjoint nodes seeded beside the loss's 1: the
+    gradients are then those of loss + sum(cotangent * output) (truncated BPTT passing a
+    later chunk's adjoint back into this one's final state, graphrnn/states.py).
     """
     if graph.loss is None:
         raise ValueError(f"model '{graph.name}' declares no loss, so it has no gradient")
     total = apply("batch_mean", graph.loss)
     leaves = {**graph.params, **graph.inputs}
     names = list(leaves) if wrt is None else wrt
-    adjoints = backpropagate([(total, const(1.0))], [leaves[n] for n in names])
+    seeds = [(total, const(1.0))]
+    seeds += [(graph.outputs[k], seed) for k, seed in (cotangents or {}).items()]
+    adjoints = backpropagate(seeds, [leaves[n] for n in names])
     outputs = {"loss": total, **{f"grad:{n}": a for n, a in zip(names, adjoints)}}
     adjoint_graph = Graph(
         name=f"grad({graph.name})",

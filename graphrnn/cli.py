@@ -158,6 +158,7 @@ def cmd_train(args) -> int:
         seq_len=args.seq_len,
         data=args.data,
         bptt_checkpoint=args.bptt_checkpoint,
+        tbptt=args.tbptt,
     )
     _, last = run(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -319,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="keep the state every K steps and recompute the rest in the backward pass: "
         "memory O(T/K + K) for one extra forward pass; 'auto': K = ceil(sqrt(T))",
+    )
+    p.add_argument(
+        "--tbptt",
+        type=_positive_int,
+        metavar="K",
+        help="truncated BPTT: chunks of K steps, the recurrent state carried from one to the "
+        "next and the gradient cut there (chars: the chunk length, instead of --seq-len)",
     )
     p.set_defaults(run=cmd_train)
 

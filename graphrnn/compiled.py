@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from graphrnn.autodiff import grad
-from graphrnn.errors import DataError, DSLError
+from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.ir.graph import Graph, reachable
 from graphrnn.ir.node import Node
 from graphrnn.ir.registry import EvalEnv
@@ -20,6 +20,16 @@ from graphrnn.layout import check_array, from_aligned, to_aligned
 from graphrnn.memory import check_fits, elements
 from graphrnn.passes.pipeline import check_disable, optimize
 from graphrnn.running_stats import STAT_PREFIX, BatchStats, pooled, stat_outputs
+from graphrnn.states import (
+    FINAL,
+    FINAL_ADJOINT,
+    INITIAL,
+    carried_graph,
+    check_states,
+    cotangents,
+    final_outputs,
+    recurrent_states,
+)
 
 Executor = Callable[[Graph, EvalEnv, dict[int, np.ndarray]], dict[int, np.ndarray]]
 
@@ -30,6 +40,16 @@ class Compiled:
     The loss is the model's declared loss averaged over the batch; gradients are of that mean,
     keyed by parameter and input name. `input_grads` is True (every input), False (none) or
     the names of the inputs to differentiate (segmented BPTT needs only its carried states).
+
+    Stateful calls (truncated BPTT over chunks of a sequence): `initial={"h": h0, ...}`
+    replaces the named states' initial values (`h(0) = ...`) for the call, each `[B, *shape]`
+    (`states` lists them), and `final=True` also returns each state at the last step, by
+    the same names, to pass as the next chunk's `initial`. Gradients stop at the given
+    initial states; with `input_grads=True` their adjoints come back as
+    `grads["initial:h"]`. `loss_and_grad(..., final_adjoint={"h": g})` passes the adjoint
+    of the final states back in (the gradients are those of loss + sum(g * h(end))): with
+    g the next chunk's `grads["initial:h"]`, chunks run from the last to the first give
+    full BPTT. graphrnn/states.py builds the graph these calls run.
     """
 
     def __init__(
@@ -55,6 +75,7 @@ class Compiled:
         self.forward_graph = replace(graph, loss=None, outputs=_without_targets(graph))
         self._footprints: dict[tuple, dict[str, int]] = {}
         self._fixed_reads: list[Node] | None = None
+        self._siblings: dict[tuple, Compiled] = {}
 
     @property
     def adjoint(self) -> Graph:
@@ -62,8 +83,10 @@ class Compiled:
             inputs = self.graph.inputs if self.input_grads is True else self.input_grads or []
             wrt = list(self.graph.params) + list(inputs)
             wrt = [n for n in wrt if n not in self.graph.state_names]  # running statistics
-            self._adjoint = grad(self.graph, wrt)
+            wrt = [n for n in wrt if not n.startswith(FINAL_ADJOINT)]  # seeds, not leaves
+            self._adjoint = grad(self.graph, wrt, cotangents(self.graph))
             self._adjoint.outputs.update(stat_outputs(self.graph))
+            self._adjoint.outputs.update(final_outputs(self.graph))
         return self._adjoint
 
     def prepared(self, graph: Graph) -> Graph:
@@ -81,14 +104,78 @@ class Compiled:
         self.prepared(graph)
         return self._prepared[id(graph)][1]
 
-    def forward(self, params: Mapping, inputs: Mapping) -> dict[str, np.ndarray]:
+    @property
+    def states(self) -> dict[str, tuple[int, ...]]:
+        """Each recurrent state's name and shape per example: the keys of `initial`."""
+        return recurrent_states(self.graph)
+
+    def forward(
+        self, params: Mapping, inputs: Mapping, *, initial: Mapping | None = None, final=False
+    ):
+        """Every named value that reads no target; with `final=True`, `(values, final)`."""
+        if initial is not None or final:
+            fn, inputs = self._carried(inputs, initial, final, None)
+            outs = fn.forward(params, inputs)
+            finals = {k: outs.pop(k) for k in list(outs) if k.startswith(FINAL)}
+            return (outs, fn._batched(finals)) if final else outs
         graph = self.prepared(self.forward_graph)
         values = self._evaluate(graph, params, inputs, None)
         return {name: self._out(values, node) for name, node in graph.outputs.items()}
 
-    def loss_and_grad(self, params: Mapping, inputs: Mapping, targets: Mapping, batch_stats=False):
+    def _carried(self, inputs, initial, final: bool, adjoint) -> tuple[Compiled, dict]:
+        """The model compiled with these initial states as inputs (and final states as
+        outputs, their adjoints as inputs), built once per set of names; and the inputs with
+        the states added."""
+        _check_mapping("inputs", inputs, "{'x': x}")
+        arrays = check_states(self.graph, initial if initial is not None else {})
+        seeds = check_states(self.graph, adjoint, "final_adjoint") if adjoint is not None else {}
+        key = (frozenset(arrays), bool(final or seeds), frozenset(seeds))
+        if key not in self._siblings:
+            graph = carried_graph(self.graph, *key)
+            self._siblings[key] = Compiled(
+                graph, self.dtype.name, self.executor, self.backend, self.input_grads,
+                self.passes, self.disable,
+            )  # fmt: skip
+        given = {f"{INITIAL}{name}": array for name, array in arrays.items()}
+        given.update({f"{FINAL_ADJOINT}{name}": array for name, array in seeds.items()})
+        return self._siblings[key], {**inputs, **given}
+
+    def _batched(self, finals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Final states by state name, each [B, *shape] (a state the same for every example
+        is repeated), ready to be the next call's `initial`."""
+        out = {}
+        for key, array in finals.items():
+            shape = self.graph.outputs[key].shape
+            out[key[len(FINAL) :]] = np.ascontiguousarray(
+                np.broadcast_to(array, (self._env.batch, *shape))
+            )
+        return out
+
+    def loss_and_grad(
+        self,
+        params: Mapping,
+        inputs: Mapping,
+        targets: Mapping,
+        batch_stats=False,
+        *,
+        initial: Mapping | None = None,
+        final=False,
+        final_adjoint: Mapping | None = None,
+    ):
         """`(loss, grads)`; with `batch_stats=True`, `(loss, grads, stats)` where stats maps
-        each batch norm to the BatchStats of this batch (running_stats.update_state)."""
+        each batch norm to the BatchStats of this batch (running_stats.update_state); with
+        `final=True` the final states come last, `(loss, grads[, stats], final)`."""
+        if initial is not None or final or final_adjoint is not None:
+            if batch_stats and self.graph.batchnorms:
+                raise GraphRNNError(
+                    "batch_stats cannot be combined with initial, final or final_adjoint yet: "
+                    "the stateful graph does not keep the batch norms' statistics"
+                )
+            fn, inputs = self._carried(inputs, initial, final, final_adjoint)
+            return fn._loss_and_grad(params, inputs, targets, batch_stats, final)
+        return self._loss_and_grad(params, inputs, targets, batch_stats, False)
+
+    def _loss_and_grad(self, params, inputs, targets, batch_stats: bool, final: bool):
         self._need_loss("loss_and_grad", targets)
         g = self.prepared(self.adjoint)
         values = self._evaluate(g, params, inputs, targets)
@@ -99,9 +186,12 @@ class Compiled:
                 name = key[5:]
                 leaf = g.params.get(name) or g.inputs[name]
                 grads[name] = self._out(values, node, like=leaf)
-        if batch_stats:
-            return loss, grads, self._batch_stats(g, values)
-        return loss, grads
+        result = (loss, grads, self._batch_stats(g, values)) if batch_stats else (loss, grads)
+        return result + (self._finals(g, values),) if final else result
+
+    def _finals(self, g: Graph, values) -> dict[str, np.ndarray]:
+        finals = {k: self._out(values, g.outputs[k]) for k in final_outputs(self.graph)}
+        return self._batched(finals)
 
     def _batch_stats(self, g: Graph, values) -> dict[str, BatchStats]:
         stats = {}
@@ -112,15 +202,31 @@ class Compiled:
                 stats[name] = pooled(bn, mean, var, self._env.sizes, self._env.batch)
         return stats
 
-    def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
+    def loss(
+        self,
+        params: Mapping,
+        inputs: Mapping,
+        targets: Mapping,
+        *,
+        initial: Mapping | None = None,
+        final=False,
+    ):
         """The batch-mean loss alone, without the backward pass (finite differences call this
-        twice per checked element)."""
+        twice per checked element); with `final=True`, `(loss, final)`."""
+        if initial is not None or final:
+            fn, inputs = self._carried(inputs, initial, final, None)
+            return fn._loss(params, inputs, targets, final)
+        return self._loss(params, inputs, targets, False)
+
+    def _loss(self, params, inputs, targets, final: bool):
         self._need_loss("loss", targets)
         if self._loss_graph is None:
             self._loss_graph = grad(self.graph, [])
+            self._loss_graph.outputs.update(final_outputs(self.graph))
         g = self.prepared(self._loss_graph)
         values = self._evaluate(g, params, inputs, targets)
-        return float(values[g.outputs["loss"].id].reshape(()))
+        loss = float(values[g.outputs["loss"].id].reshape(()))
+        return (loss, self._finals(g, values)) if final else loss
 
     def _need_loss(self, call: str, targets) -> None:
         """loss() and loss_and_grad() need a declared loss and a dict of targets."""

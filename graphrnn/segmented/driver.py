@@ -17,6 +17,7 @@ from graphrnn.compiled import Compiled
 from graphrnn.errors import DataError, GraphRNNError
 from graphrnn.ir.graph import Graph
 from graphrnn.segmented.rewrite import FIRST, INV_STEPS, SEGMENT_LOSS, Carry, build_segment_graph
+from graphrnn.states import INITIAL, carried_graph, check_states
 
 
 def segment_length(steps: int) -> int:
@@ -61,17 +62,31 @@ class SegmentedBPTT:
         self.backend = self.sweep.backend
         self._plain: Compiled | None = None
         self._loss_fn: Compiled | None = None
+        self._carried: dict[frozenset, SegmentedBPTT] = {}
 
     # ---- the Compiled interface ---------------------------------------------------------
-    def forward(self, params: Mapping, inputs: Mapping) -> dict[str, np.ndarray]:
-        """Every named value over the whole sequence: the plain forward pass (its outputs are
-        O(T) anyway, and it keeps nothing for a backward pass)."""
+    @property
+    def plain(self) -> Compiled:
+        """The model compiled without segments (forward passes keep nothing for BPTT)."""
         if self._plain is None:
             self._plain = self._build(self.graph, input_grads=False)
-        return self._plain.forward(params, inputs)
+        return self._plain
 
-    def loss(self, params: Mapping, inputs: Mapping, targets: Mapping) -> float:
-        """The loss from a forward sweep over the segments: no gradients, O(k) memory."""
+    @property
+    def states(self) -> dict[str, tuple[int, ...]]:
+        return self.plain.states
+
+    def forward(self, params: Mapping, inputs: Mapping, **stateful) -> dict[str, np.ndarray]:
+        """Every named value over the whole sequence: the plain forward pass (its outputs are
+        O(T) anyway, and it keeps nothing for a backward pass); `initial`, `final` as for
+        Compiled."""
+        return self.plain.forward(params, inputs, **stateful)
+
+    def loss(self, params: Mapping, inputs: Mapping, targets: Mapping, **stateful) -> float:
+        """The loss from a forward sweep over the segments: no gradients, O(k) memory.
+        With `initial` or `final` (as for Compiled), the plain forward pass's loss."""
+        if stateful:
+            return self.plain.loss(params, inputs, targets, **stateful)
         if self._loss_fn is None:
             self._loss_fn = self._build(self.segment.loss_graph, input_grads=False)
         steps, batch = self._extent(inputs, targets)
@@ -87,8 +102,36 @@ class SegmentedBPTT:
         return total
 
     def loss_and_grad(
-        self, params: Mapping, inputs: Mapping, targets: Mapping
-    ) -> tuple[float, dict[str, np.ndarray]]:
+        self,
+        params: Mapping,
+        inputs: Mapping,
+        targets: Mapping,
+        *,
+        initial: Mapping | None = None,
+        final: bool = False,
+    ):
+        """`(loss, grads)`, or `(loss, grads, final)` with `final=True`; `initial` as for
+        Compiled: the segments run the model whose initial values are those states (the
+        final states come from a plain forward pass, one more pass over the chunk)."""
+        if initial is not None:
+            given = check_states(self.graph, initial)
+            feed = {**inputs, **{INITIAL + k: v for k, v in given.items()}}
+            result = self._starting_from(frozenset(given)).loss_and_grad(params, feed, targets)
+        else:
+            result = self._loss_and_grad(params, inputs, targets)
+        if not final:
+            return result
+        _, finals = self.plain.forward(params, inputs, initial=initial, final=True)
+        return (*result, finals)
+
+    def _starting_from(self, names: frozenset) -> SegmentedBPTT:
+        """Segmented BPTT of the model whose states `names` start from inputs."""
+        if names not in self._carried:
+            graph = carried_graph(self.graph, names, False)
+            self._carried[names] = SegmentedBPTT(graph, self.k, self._build, self._user_grads)
+        return self._carried[names]
+
+    def _loss_and_grad(self, params, inputs, targets) -> tuple[float, dict[str, np.ndarray]]:
         steps, batch = self._extent(inputs, targets)
         bounds = segments(steps, self._k(steps))
         entering = self._boundary_states(params, inputs, bounds, steps, batch)

@@ -1,8 +1,8 @@
 """Text generation from a character-model checkpoint (`graphrnn sample`).
 
 The prime text is read in one forward pass; then one character at a time is drawn from
-softmax(o / temperature) and fed back, the recurrent state carried through the model's
-`*_init` inputs.
+softmax(o / temperature) and fed back, the recurrent state carried from call to call
+(`forward(..., initial=state, final=True)`), for any character model.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from graphrnn.errors import DataError
 from graphrnn.model import load_checkpoint
+from graphrnn.train.tbptt import zero_init_inputs
 
 
 def sample_text(path: str, length: int, prime: str, temperature: float, seed: int) -> str:
@@ -32,17 +33,12 @@ def sample_text(path: str, length: int, prime: str, temperature: float, seed: in
         raise DataError(f"the prime text has characters not in the vocabulary: {unknown!r}")
     fn = model.compile("numba", dtype="float64")
     rng = np.random.default_rng(seed)
-    states = {
-        n: np.zeros((1,) + node.shape)
-        for n, node in model.graph.inputs.items()
-        if n.endswith("_init")
-    }
+    inits, state = zero_init_inputs(fn, 1), None
     ids = [index[c] for c in prime] or [int(rng.integers(len(vocab)))]
     out = list(prime) if prime else [vocab[ids[0]]]
     for _ in range(length):
         x = np.eye(len(vocab))[ids][:, None, :]
-        values = fn.forward(params, {"x": x, **states})
-        states = {n: values[n[: -len("_init")]][-1] for n in states}
+        values, state = fn.forward(params, {"x": x, **inits}, initial=state, final=True)
         logits = values["o"][-1, 0] / temperature
         p = np.exp(logits - logits.max())
         nxt = int(rng.choice(len(vocab), p=p / p.sum()))

@@ -5,6 +5,11 @@ to validate: the test loss, plus accuracy for classification (argmax of the outp
 against the one-hot target). A run directory holds the checkpoint, the metrics log
 (JSON lines) and a PNG of the curves.
 
+With `tbptt=K` (`--tbptt K`) a sequence task trains by truncated BPTT over chunks of K
+steps, the recurrent state carried from chunk to chunk (graphrnn/train/tbptt.py): adding and
+digits differentiate the last chunk of each sequence; chars always trains chunk by chunk
+(K, or `seq_len`, steps), resetting the state at the start of each epoch.
+
 A model with batch norm trains with batch statistics and keeps running averages of them
 (updated after every step, saved in the checkpoint); validation runs the evaluation graph,
 which normalises with the running averages, so each example is scored on its own.
@@ -22,7 +27,7 @@ from graphrnn.compiled import Compiled
 from graphrnn.errors import GraphRNNError
 from graphrnn.model import load
 from graphrnn.running_stats import update_state
-from graphrnn.train import datasets
+from graphrnn.train import datasets, tbptt
 from graphrnn.train.loop import History, train
 from graphrnn.train.metrics import plot_curves
 from graphrnn.train.optim import make_optimizer
@@ -53,6 +58,7 @@ class TrainConfig:
     progress: bool = True
     data: str | None = None  # faces task: a UTKFace-style folder or a CSV of path,label
     bptt_checkpoint: int | str | None = None  # segments of k steps ("auto": sqrt(T)); None: off
+    tbptt: int | None = None  # truncated BPTT: chunks of K steps, the state carried; None: off
 
 
 @dataclass
@@ -80,6 +86,8 @@ def run(config: TrainConfig) -> tuple[History, dict]:
         input_grads=False,
         bptt_checkpoint=config.bptt_checkpoint,
     )
+    if config.tbptt is not None:
+        tbptt.check_carries(fn)
     evaluation = fn
     if model.state:  # batch norm: validate with the running statistics
         evaluation = model.compile(config.backend, config.dtype, input_grads=False, mode="eval")
@@ -101,6 +109,7 @@ def run(config: TrainConfig) -> tuple[History, dict]:
             "model_text": model.text,
             "sizes": model.sizes,
             "task": config.task,
+            **({"tbptt": config.tbptt} if config.tbptt else {}),
             **prepared.meta,
         },
         state=model.state,
@@ -183,6 +192,9 @@ def _supervised(config: TrainConfig, split, sizes: dict, classify: bool) -> Prep
         return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
 
     def loss_and_grad(fn):
+        if config.tbptt:
+            step = tbptt.last_chunk_grad(fn, config.tbptt)
+            return lambda params, batch: step(params, {"x": batch[0]}, {"y": batch[1]})
         return lambda params, batch: _train_step(fn, params, {"x": batch[0]}, {"y": batch[1]})
 
     def validate(fn):
@@ -217,53 +229,35 @@ def _chars(config: TrainConfig) -> Prepared:
     corpus = datasets.char_corpus(config.text)
     train_ids, val_ids = corpus.split(0.1)
     sizes = {"V": corpus.vocab_size, **config.sizes}
-    carried: dict[str, np.ndarray] = {}
+    k = config.tbptt or config.seq_len
 
     def batches(epoch: int):
         chunks = datasets.char_batches(
-            train_ids, corpus.vocab_size, config.batch, config.seq_len, drop_last=True
+            train_ids, corpus.vocab_size, config.batch, k, drop_last=True
         )
-        for k, (x, y) in enumerate(chunks):
-            yield k == 0, x.astype(config.dtype), y.astype(config.dtype)
+        for i, (x, y) in enumerate(chunks):
+            yield i == 0, x.astype(config.dtype), y.astype(config.dtype)
 
     def loss_and_grad(fn):
+        carried = tbptt.CarriedState(fn)
+
         def step(params, batch):
             first, x, y = batch
-            inputs = {"x": x, **carry(fn, first, x.shape[1])}
-            loss, grads = fn.loss_and_grad(params, inputs, {"y": y})
-            outs = fn.forward(params, inputs)
-            for name in state_names(fn):
-                carried[name] = outs[name][-1]
-            return loss, grads
+            inputs = {"x": x, **tbptt.zero_init_inputs(fn, x.shape[1])}
+            return carried(params, inputs, {"y": y}, first)
 
         return step
 
-    def state_names(fn):
-        return [n[: -len("_init")] for n in fn.graph.inputs if n.endswith("_init")]
-
-    def carry(fn, first: bool, batch: int) -> dict:
-        result = {}
-        for name in state_names(fn):
-            node = fn.graph.inputs[f"{name}_init"]
-            if first or name not in carried or carried[name].shape[0] != batch:
-                carried[name] = np.zeros((batch,) + node.shape, dtype=config.dtype)
-            result[f"{name}_init"] = carried[name]
-        return result
-
     def validate(fn):
         def metrics(params):
-            chunks = list(datasets.char_batches(val_ids, corpus.vocab_size, 1, config.seq_len))
             total = count = 0.0
-            state = {}
-            for x, y in chunks:
-                inputs = {"x": x.astype(config.dtype)}
-                for name in state_names(fn):
-                    node = fn.graph.inputs[f"{name}_init"]
-                    inputs[f"{name}_init"] = state.get(name, np.zeros((1,) + node.shape))
-                total += fn.loss(params, inputs, {"y": y.astype(config.dtype)}) * x.shape[0]
+            state = None
+            for x, y in datasets.char_batches(val_ids, corpus.vocab_size, 1, k):
+                inputs = {"x": x.astype(config.dtype), **tbptt.zero_init_inputs(fn, 1)}
+                targets = {"y": y.astype(config.dtype)}
+                loss, state = fn.loss(params, inputs, targets, initial=state, final=True)
+                total += loss * x.shape[0]
                 count += x.shape[0]
-                outs = fn.forward(params, inputs)
-                state = {name: outs[name][-1] for name in state_names(fn)}
             return {
                 "val_loss": total / max(count, 1),
                 "val_bits_per_char": total / count / np.log(2),
