@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import graphrnn as gr
-from graphrnn.errors import DSLError
+from graphrnn.errors import DSLError, GraphRNNError
 from graphrnn.fuzz import drive, mutate, run_model, shipped_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +70,19 @@ def test_a_fixed_step_past_the_end_is_refused_on_numba_too(step, T):
     y = np.eye(10)[[0, 1]]
     with pytest.raises(DSLError, match=f"step {step} of 't' is read here, but the sequence has 8"):
         model.compile("numba").loss_and_grad(model.params, {"x": x}, {"y": y})
+
+
+def test_the_reference_evaluation_of_a_fixed_step_past_the_end_is_located():
+    """Run directly (not through a compiled call's checks), the reference's `at` still names
+    the place instead of raising a bare IndexError."""
+    from graphrnn.backends import reference
+    from graphrnn.ir.registry import EvalEnv
+
+    text = MODELS["lstm_classifier.grnn"].replace("h(end)", "h(9)")
+    model = gr.loads(text, path="lstm_classifier.grnn", I=8, H=4, O=10)
+    graph = model.graph
+    env = EvalEnv(graph.axes, {"t": 8}, 2, np.dtype(np.float64))
+    leaves = {n.id: np.zeros(env.aligned_shape(n.context, n.shape)) for n in graph.leaves.values()}
+    with pytest.raises(GraphRNNError, match="step 9 of 't' is read here") as info:
+        reference.evaluate(graph.roots(), env, leaves)
+    assert "lstm_classifier.grnn:" in str(info.value)

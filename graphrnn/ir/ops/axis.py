@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphrnn.errors import DSLError
 from graphrnn.ir.node import STATIC, Context
 from graphrnn.ir.ops.leaf import const
 from graphrnn.ir.registry import ShapeMismatch, apply, register
@@ -183,24 +184,31 @@ register(
 )
 
 
-def _position(env, axis, index):
+def _position(env, node):
+    """The 0-based step a fixed-step read names; a located error past either end (the
+    compiled call checks this before any backend runs, so this guards graphs run directly)."""
+    axis, index = node.attrs["axis"], node.attrs["index"]
     size = env.sizes[axis]
     pos = size + index if index < 0 else index - 1
     if not 0 <= pos < size:
-        raise IndexError(f"step {index} is outside the axis '{axis}' of length {size}")
+        raise DSLError(
+            f"step {index} of '{axis}' is read here, but the sequence has {size} steps",
+            node.loc,
+            "give longer sequences, or read the last step with end, e.g. h(end)",
+        )
     return pos
 
 
 def _at_eval(env, node, x):
     axis = node.attrs["axis"]
-    pos = _position(env, axis, node.attrs["index"])
+    pos = _position(env, node)
     if x.shape[env.axis_dim(axis)] == 1:
         return x
     return _take(env, x, axis, pos, pos + 1)
 
 
 def _place_eval(env, node, x):
-    pos = _position(env, node.attrs["axis"], node.attrs["index"])
+    pos = _position(env, node)
     return _fill(env, node, x, pos, pos + 1)
 
 
