@@ -178,9 +178,15 @@ def test_gauss_newton_matches_explicit_product(stem, kind):
     assert rel_error(gv, hv) > 1e-3
 
 
+def inline(text: str, **sizes: int):
+    """A model written here, compiled for the reference backend, with a problem for it."""
+    model = gr.loads(text, **sizes)
+    return (model.compile("reference", "float64"), *problem(model))
+
+
 def test_gauss_newton_equals_hessian_for_a_linear_model():
     """Where the predictions are linear in the parameters, H = J^T H_L J exactly."""
-    model = gr.loads(
+    fn, params, inputs, targets, v = inline(
         """
 model Linear(I, O):
     input  x[I] over t
@@ -193,8 +199,6 @@ model Linear(I, O):
         I=3,
         O=4,
     )
-    params, inputs, targets, v = problem(model)
-    fn = model.compile("reference", "float64")
     gv, hv = fn.gnvp(params, inputs, targets, v), fn.hvp(params, inputs, targets, v)
     assert rel_error(gv, hv) < 1e-12
 
@@ -214,7 +218,7 @@ def test_vector_errors_name_the_parameter():
 
 
 def test_gauss_newton_needs_a_convex_output_loss():
-    model = gr.loads(
+    fn, params, inputs, targets, v = inline(
         """
 model Odd(I, H):
     input  x[I] over t
@@ -226,7 +230,5 @@ model Odd(I, H):
         I=2,
         H=3,
     )
-    params, inputs, targets, v = problem(model)
-    fn = model.compile("reference", "float64")
     with pytest.raises(gr.GraphRNNError, match="softmax_cross_entropy or mse term"):
         fn.gnvp(params, inputs, targets, v)
