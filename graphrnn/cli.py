@@ -101,7 +101,7 @@ def cmd_train(args) -> int:
         raise GraphRNNError(
             "give --task (adding, digits, chars, faces, digit_images), or --data DIR for faces"
         )
-    defaults = task_defaults(task)
+    defaults = task_defaults(task, args.optimizer)
 
     def option(name: str):
         value = getattr(args, name)
@@ -129,6 +129,9 @@ def cmd_train(args) -> int:
         seq_len=args.seq_len,
         data=args.data,
         bptt_checkpoint=args.bptt_checkpoint,
+        damping=args.damping,
+        cg_iters=args.cg_iters,
+        curvature_batch=args.curvature_batch,
     )
     _, last = run(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -227,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, help="batch size (default 32; faces: 128)")
-    p.add_argument("--optimizer", help="sgd | momentum | adam (default adam; faces: momentum)")
+    p.add_argument(
+        "--optimizer",
+        help="sgd | momentum | adam | hessian-free (default adam; faces: momentum); "
+        "hessian-free: batch 1000 by default, no clipping (docs/second_order.md)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, help="default 0; faces: 0.0005")
@@ -247,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="keep the state every K steps and recompute the rest in the backward pass: "
         "memory O(T/K + K) for one extra forward pass; 'auto': K = ceil(sqrt(T))",
+    )
+    p.add_argument("--damping", type=float, default=1.0, help="hessian-free: initial lambda")
+    p.add_argument("--cg-iters", type=int, default=50, help="hessian-free: CG steps at most")
+    p.add_argument(
+        "--curvature-batch", type=int, help="hessian-free: examples per batch for G v (all)"
     )
     p.set_defaults(run=cmd_train)
 
