@@ -179,7 +179,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=None, help="default S2 (Q1 with --quick)")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="as rnn_step.py")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     sizes = (args.sizes or ("Q1" if args.quick else "S2")).split(",")
     budget = args.budget if args.budget is not None else (0.5 if args.quick else 20.0)
     cases = []

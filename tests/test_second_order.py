@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from test_model_zoo import MODELS, ROOT, load_small
@@ -232,3 +234,15 @@ model Odd(I, H):
     )
     with pytest.raises(gr.GraphRNNError, match="softmax_cross_entropy or mse term"):
         fn.gnvp(params, inputs, targets, v)
+
+
+# ---- the documentation's examples -------------------------------------------------------
+def test_docs_examples_run(monkeypatch):
+    """docs/second_order.md: its python blocks run in order in one namespace."""
+    text = (ROOT / "docs" / "second_order.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/second_order.md", "exec"), namespace)
