@@ -150,7 +150,9 @@ def cmd_sample(args) -> int:
 def cmd_compile(args) -> int:
     model = _load(args, fill_sizes=True)
     fn = model.compile(_backend(args.backend), dtype=args.dtype, **_pass_options(args))
-    graph = fn.adjoint if args.graph == "grad" else fn.forward_graph
+    graphs = {"forward": lambda: fn.forward_graph, "grad": lambda: fn.adjoint}
+    graphs.update(hvp=model.hvp_graph, gnvp=model.gnvp_graph)
+    graph = graphs[args.graph]()
     if args.explain:
         for line in fn.explain(graph):
             print(line)
@@ -279,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--backend", default="numba", choices=["reference", "numba", "cupy", "auto"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--graph", default="grad", choices=["forward", "grad"])
+    p.add_argument("--graph", default="grad", choices=["forward", "grad", "hvp", "gnvp"])
     p.add_argument("--emit", choices=["numba", "ir"], help="print the kernel source or the IR")
     p.add_argument("--explain", action="store_true", help="list what each pass did")
     p.add_argument("--disable", action="append", metavar="PASS", help="switch a pass off")

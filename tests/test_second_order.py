@@ -19,6 +19,8 @@ from test_model_zoo import MODELS, ROOT, load_small
 
 import graphrnn as gr
 from graphrnn.check import random_data
+from graphrnn.cli import main
+from graphrnn.schedule import Loop, schedule
 
 RTOL = 1e-6
 
@@ -246,3 +248,23 @@ def test_docs_examples_run(monkeypatch):
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "docs/second_order.md", "exec"), namespace)
+
+
+def test_products_are_folded_graphs_of_four_recurrences():
+    """Forward, BPTT, the tangents forward, their adjoints backward: loops over t whose
+    bodies do not depend on T (the gradient graph has the first two)."""
+    model = gr.load(ROOT / "models" / "elman.grnn", I=2, H=3, O=2)
+    for graph, expected in ((model.hvp_graph(), 4), (model.gnvp_graph(), 3)):
+        loops = [item for item in schedule(graph.roots()) if isinstance(item, Loop)]
+        assert len(loops) == expected
+        assert sum(loop.forward for loop in loops) == 2
+
+
+def test_compile_prints_the_product_graphs(capsys):
+    for graph in ("hvp", "gnvp"):
+        assert (
+            main(["compile", str(ROOT / "models/elman.grnn"), "--graph", graph, "--emit", "ir"])
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert "'vector:W'" in out and "'W'" in out
