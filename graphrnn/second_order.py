@@ -177,7 +177,30 @@ def _resolved(nodes: list[Node]) -> list[Node]:
     return list(g.outputs.values())
 
 
+def _static_matrices(roots: list[Node], keep: set[int]) -> None:
+    """Products read a broadcast matrix before its broadcast, in place.
+
+    An adjoint is broadcast to its node's context (autodiff._full), so the direction of a
+    weight, reaching an outer product's VJP, becomes a matrix per step and example: a
+    backend then stores T * B copies and multiplies each on its own, where the static matrix
+    is one GEMM. transpose(broadcast(M)) becomes broadcast(transpose(M)), and
+    matmul(broadcast(M), x) becomes matmul(M, x) where that keeps the product's context.
+    Nodes in `keep` (the model's own graph) are left as they are."""
+    new = [node for node in reachable(roots) if node.id not in keep]
+    for node in new:
+        if node.op == "transpose" and node.inputs[0].op == "broadcast":
+            matrix = node.inputs[0].inputs[0]
+            node.op, node.attrs = "broadcast", {"context": node.context}
+            node.inputs = [apply("transpose", matrix)]
+    for node in new:
+        if node.op == "matmul" and node.inputs[0].op == "broadcast":
+            matrix, vector = node.inputs[0].inputs[0], node.inputs[1]
+            if matrix.context.union(vector.context) == node.context:
+                node.inputs = [matrix, vector]
+
+
 def _graph(graph: Graph, kind: str, vectors: dict[str, Node], outputs: dict[str, Node]) -> Graph:
+    _static_matrices(list(outputs.values()), {n.id for n in graph.nodes()})
     return Graph(
         name=f"{kind}({graph.name})",
         axes=graph.axes,

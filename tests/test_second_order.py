@@ -268,3 +268,14 @@ def test_compile_prints_the_product_graphs(capsys):
         )
         out = capsys.readouterr().out
         assert "'vector:W'" in out and "'W'" in out
+
+
+@pytest.mark.parametrize("stem", ["lstm", "gru_torch"])
+def test_products_multiply_static_matrices(stem):
+    """A weight's direction reaches products as one matrix, not a copy per step and example
+    (a broadcast matrix made the Numba HVP about 50 times a gradient at S2)."""
+    model = gr.load(ROOT / "models" / f"{stem}.grnn", I=2, H=3, O=2)
+    for graph in (model.hvp_graph(), model.gnvp_graph()):
+        for node in graph.nodes():
+            if node.op in ("matmul", "transpose"):
+                assert node.inputs[0].op != "broadcast", node
