@@ -129,7 +129,7 @@ def cmd_train(args) -> int:
         raise GraphRNNError(
             "give --task (adding, digits, chars, faces, digit_images), or --data DIR for faces"
         )
-    defaults = task_defaults(task)
+    defaults = task_defaults(task, args.optimizer)
 
     def option(name: str):
         value = getattr(args, name)
@@ -159,6 +159,9 @@ def cmd_train(args) -> int:
         data=args.data,
         bptt_checkpoint=args.bptt_checkpoint,
         tbptt=args.tbptt,
+        damping=args.damping,
+        cg_iters=args.cg_iters,
+        curvature_batch=args.curvature_batch,
     )
     _, last = run(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -177,7 +180,9 @@ def cmd_sample(args) -> int:
 def cmd_compile(args) -> int:
     model = _load(args, fill_sizes=True)
     fn = model.compile(_backend(args.backend), dtype=args.dtype, **_pass_options(args))
-    graph = fn.adjoint if args.graph == "grad" else fn.forward_graph
+    graphs = {"forward": lambda: fn.forward_graph, "grad": lambda: fn.adjoint}
+    graphs.update(hvp=model.hvp_graph, gnvp=model.gnvp_graph)
+    graph = graphs[args.graph]()
     if args.explain:
         for line in fn.explain(graph):
             print(line)
@@ -293,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=_count, default=10)
     p.add_argument("--batch", type=_positive_int, help="batch size (default 32; faces: 128)")
-    p.add_argument("--optimizer", help="sgd | momentum | adam (default adam; faces: momentum)")
+    p.add_argument(
+        "--optimizer",
+        help="sgd | momentum | adam | hessian-free (default adam; faces: momentum); "
+        "hessian-free: batch 1000 by default, no clipping (docs/second_order.md)",
+    )
     p.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, help="default 0; faces: 0.0005")
@@ -328,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="truncated BPTT: chunks of K steps, the recurrent state carried from one to the "
         "next and the gradient cut there (chars: the chunk length, instead of --seq-len)",
     )
+    p.add_argument("--damping", type=float, default=1.0, help="hessian-free: initial lambda")
+    p.add_argument("--cg-iters", type=int, default=50, help="hessian-free: CG steps at most")
+    p.add_argument(
+        "--curvature-batch", type=int, help="hessian-free: examples per batch for G v (all)"
+    )
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("predict", help="class probabilities of images from an image checkpoint")
@@ -347,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--backend", default="numba", choices=["reference", "numba", "cupy", "auto"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--graph", default="grad", choices=["forward", "grad"])
+    p.add_argument("--graph", default="grad", choices=["forward", "grad", "hvp", "gnvp"])
     p.add_argument("--emit", choices=["numba", "ir"], help="print the kernel source or the IR")
     p.add_argument("--explain", action="store_true", help="list what each pass did")
     p.add_argument("--disable", action="append", metavar="PASS", help="switch a pass off")

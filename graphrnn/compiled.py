@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from graphrnn import second_order
 from graphrnn.autodiff import grad
 from graphrnn.errors import DataError, DSLError, GraphRNNError
 from graphrnn.ir.graph import Graph, reachable
@@ -76,6 +77,7 @@ class Compiled:
         self._footprints: dict[tuple, dict[str, int]] = {}
         self._fixed_reads: list[Node] | None = None
         self._siblings: dict[tuple, Compiled] = {}
+        self._second: dict[str, Graph] = {}
 
     @property
     def adjoint(self) -> Graph:
@@ -239,6 +241,26 @@ class Compiled:
                 "add a line `loss = ...`, e.g. loss = mean over t of mse(o(t), y(t)); "
                 "forward() needs no loss",
             )
+
+    def hvp(self, params: Mapping, inputs: Mapping, targets: Mapping, vector: Mapping):
+        """The Hessian of the batch-mean loss in the parameters times `vector` (one array per
+        parameter, its shape), by parameter name: graphrnn/second_order.py, docs/second_order.md."""
+        return self._product("hvp", params, inputs, targets, vector)
+
+    def gnvp(self, params: Mapping, inputs: Mapping, targets: Mapping, vector: Mapping):
+        """The Gauss-Newton matrix J^T H_L J times `vector`, by parameter name: positive
+        semi-definite, for Hessian-free training (graphrnn/train/hessian_free.py)."""
+        return self._product("gnvp", params, inputs, targets, vector)
+
+    def _product(self, kind: str, params, inputs, targets, vector) -> dict[str, np.ndarray]:
+        if kind not in self._second:
+            build = second_order.hvp_graph if kind == "hvp" else second_order.gnvp_graph
+            self._second[kind] = build(self.graph)
+        g = self.prepared(self._second[kind])
+        given = second_order.check_vector(self.graph, vector)
+        values = self._evaluate(g, {**params, **given}, inputs, targets)
+        names = second_order.trainable(self.graph)
+        return {n: self._out(values, g.outputs[f"{kind}:{n}"], like=g.params[n]) for n in names}
 
     def _out(self, values, node: Node, like: Node | None = None) -> np.ndarray:
         like = like or node

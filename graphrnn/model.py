@@ -19,6 +19,7 @@ from graphrnn.ir.graph import Graph
 from graphrnn.memory import check_fits, elements
 from graphrnn.running_stats import initial_state
 from graphrnn.schedule import schedule
+from graphrnn.second_order import gnvp_graph, hvp_graph
 from graphrnn.unroll import unroll
 
 BACKENDS = ("reference", "numba", "cupy")
@@ -110,6 +111,14 @@ class Model:
     def grad_graph(self) -> Graph:
         """The folded adjoint graph (BPTT as a graph whose recurrences run backwards)."""
         return grad(self.graph)
+
+    def hvp_graph(self) -> Graph:
+        """The folded graph of the Hessian-vector product (graphrnn/second_order.py)."""
+        return hvp_graph(self.graph)
+
+    def gnvp_graph(self) -> Graph:
+        """The folded graph of the Gauss-Newton-vector product (graphrnn/second_order.py)."""
+        return gnvp_graph(self.graph)
 
     def eval_graph(self, mode: str = "eval") -> Graph:
         """The model lowered for evaluation: each batch norm normalises with its running

@@ -28,6 +28,7 @@ from graphrnn.errors import GraphRNNError
 from graphrnn.model import load
 from graphrnn.running_stats import update_state
 from graphrnn.train import datasets, tbptt
+from graphrnn.train.hessian_free import HessianFree, curvature_step
 from graphrnn.train.loop import History, train
 from graphrnn.train.metrics import plot_curves
 from graphrnn.train.optim import make_optimizer
@@ -59,6 +60,9 @@ class TrainConfig:
     data: str | None = None  # faces task: a UTKFace-style folder or a CSV of path,label
     bptt_checkpoint: int | str | None = None  # segments of k steps ("auto": sqrt(T)); None: off
     tbptt: int | None = None  # truncated BPTT: chunks of K steps, the state carried; None: off
+    damping: float = 1.0  # hessian-free: initial Levenberg-Marquardt lambda
+    cg_iters: int = 50  # hessian-free: most CG steps per update
+    curvature_batch: int | None = None  # hessian-free: examples of a batch for G v (None: all)
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Prepared:
     loss_and_grad: object
     validate: object
     meta: dict
+    unpack: object = None  # batch -> (inputs, targets), for hessian-free
 
 
 def run(config: TrainConfig) -> tuple[History, dict]:
@@ -91,13 +96,17 @@ def run(config: TrainConfig) -> tuple[History, dict]:
     evaluation = fn
     if model.state:  # batch norm: validate with the running statistics
         evaluation = model.compile(config.backend, config.dtype, input_grads=False, mode="eval")
+    optimizer = _optimizer(config)
+    step, clip = prepared.loss_and_grad(fn), config.clip
+    if isinstance(optimizer, HessianFree):  # damping bounds its steps: no clipping
+        step, clip = _hessian_free_step(model, fn, optimizer, prepared, config), None
     history = train(
-        prepared.loss_and_grad(fn),
+        step,
         model.params,
         prepared.batches,
-        optimizer=_optimizer(config),
+        optimizer=optimizer,
         epochs=config.epochs,
-        clip=config.clip,
+        clip=clip,
         validate=prepared.validate(evaluation),
         checkpoint_path=out / "checkpoint.npz",
         resume=config.resume,
@@ -153,6 +162,13 @@ def _claim_run_directory(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _optimizer(config: TrainConfig):
     name = config.optimizer.lower()
+    if name == HessianFree.name:
+        return HessianFree(
+            lr=config.lr or 1.0,
+            damping=config.damping,
+            cg_iters=config.cg_iters,
+            weight_decay=config.weight_decay,
+        )
     hyper: dict[str, float] = {}
     if config.lr is not None:
         hyper["lr"] = config.lr
@@ -163,6 +179,15 @@ def _optimizer(config: TrainConfig):
     if config.weight_decay or name == "momentum":
         hyper["weight_decay"] = config.weight_decay
     return make_optimizer(name, **hyper)
+
+
+def _hessian_free_step(model, fn, optimizer: HessianFree, prepared: Prepared, config):
+    if config.tbptt:
+        raise GraphRNNError("hessian-free takes whole sequences; leave out --tbptt")
+    if prepared.unpack is None or model.state:
+        why = "keeps batch-norm running statistics" if model.state else "carries state"
+        raise GraphRNNError(f"hessian-free cannot train the {config.task} task: it {why}")
+    return curvature_step(fn, optimizer, prepared.unpack, config.curvature_batch)
 
 
 def _train_step(fn, params, inputs: dict, targets: dict):
@@ -191,11 +216,14 @@ def _supervised(config: TrainConfig, split, sizes: dict, classify: bool) -> Prep
     def batches(epoch: int):
         return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
 
+    def unpack(batch):
+        return {"x": batch[0]}, {"y": batch[1]}
+
     def loss_and_grad(fn):
         if config.tbptt:
             step = tbptt.last_chunk_grad(fn, config.tbptt)
-            return lambda params, batch: step(params, {"x": batch[0]}, {"y": batch[1]})
-        return lambda params, batch: _train_step(fn, params, {"x": batch[0]}, {"y": batch[1]})
+            return lambda params, batch: step(params, *unpack(batch))
+        return lambda params, batch: _train_step(fn, params, *unpack(batch))
 
     def validate(fn):
         def metrics(params):
@@ -208,7 +236,7 @@ def _supervised(config: TrainConfig, split, sizes: dict, classify: bool) -> Prep
 
         return metrics
 
-    return Prepared({**sizes, **config.sizes}, batches, loss_and_grad, validate, {})
+    return Prepared({**sizes, **config.sizes}, batches, loss_and_grad, validate, {}, unpack)
 
 
 def _adding(config: TrainConfig) -> Prepared:
@@ -282,8 +310,11 @@ def _images(config: TrainConfig, split, classes, size) -> Prepared:
     def batches(epoch: int):
         return datasets.minibatches(x_train, y_train, config.batch, seed=config.seed, epoch=epoch)
 
+    def unpack(batch):
+        return {"img": batch[0]}, {"y": batch[1]}
+
     def loss_and_grad(fn):
-        return lambda params, b: _train_step(fn, params, {"img": b[0]}, {"y": b[1]})
+        return lambda params, batch: _train_step(fn, params, *unpack(batch))
 
     def validate(fn):
         def metrics(params):
@@ -300,7 +331,7 @@ def _images(config: TrainConfig, split, classes, size) -> Prepared:
 
     sizes = {"HI": size[0], "WI": size[1], "K": len(classes), **config.sizes}
     meta = {"classes": list(classes), "image_size": list(size)}
-    return Prepared(sizes, batches, loss_and_grad, validate, meta)
+    return Prepared(sizes, batches, loss_and_grad, validate, meta, unpack)
 
 
 def _faces(config: TrainConfig) -> Prepared:
@@ -331,9 +362,17 @@ TASK_DEFAULTS: dict[str, dict] = {
 GENERAL_DEFAULTS = {"optimizer": "adam", "lr": None, "weight_decay": 0.0, "batch": 32}
 
 
-def task_defaults(task: str) -> dict:
-    """Optimizer, learning rate, weight decay and batch size a task trains with by default."""
-    return {**GENERAL_DEFAULTS, **TASK_DEFAULTS.get(task, {})}
+# Hessian-free wants large batches: a few good curvature estimates rather than many noisy ones.
+HESSIAN_FREE_BATCH = 1000
+
+
+def task_defaults(task: str, optimizer: str | None = None) -> dict:
+    """Optimizer, learning rate, weight decay and batch size a task trains with by default
+    (with `optimizer` given: the batch size for that optimizer)."""
+    defaults = {**GENERAL_DEFAULTS, **TASK_DEFAULTS.get(task, {})}
+    if optimizer is not None and optimizer.lower() == HessianFree.name:
+        defaults["batch"] = HESSIAN_FREE_BATCH
+    return defaults
 
 
 _TASKS = {
