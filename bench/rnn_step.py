@@ -1,17 +1,24 @@
 #!/usr/bin/env python
-"""One training step (forward + output layer + loss + full BPTT, every gradient), float32:
-graphrnn's Numba backend beside PyTorch (torch.nn.RNN/LSTM/GRU) and JAX (lax.scan cells), timed
-alternately in one process, with a GEMM roofline, peak memory and graphrnn's compile times.
+"""One training step (forward + loss + full BPTT), float32: graphrnn's Numba backend beside
+PyTorch (torch.nn.RNN/LSTM/GRU, or an autograd loop), JAX (lax.scan cells) and a hand-written
+NumPy BPTT (bench/numpy_bptt.py), timed alternately in one process, with a GEMM roofline, peak
+memory and graphrnn's compile times.
 
-    python bench/rnn_step.py [--quick] [--models elman,lstm,gru] [--sizes S1,S2,S3] [--json F]
+    python bench/rnn_step.py [--quick] [--models elman,lstm,...] [--losses ce,h2]
+                             [--sizes S1,S2,S3] [--json F] [--check-only]
 
 docs/benchmarks.md explains how to read the output. Every implementation does the same work:
-    a(t) = W_ih x(t) + W_hh h(t-1) + b (per gate), the cell, o(t) = V h(t) + c,
-    loss = mean over t and batch of softmax_cross_entropy(o(t), y(t)),
-    gradients of every parameter AND of the input x (graphrnn always returns d loss / d x, so
-    the peers are asked for it too: torch's x has requires_grad, JAX differentiates in x).
-All three start from the same weights (graphrnn's initialisation, mapped to torch's layout) and
-the script checks that they agree on the loss, dV and dx before it times anything.
+    a(t) = W_ih x(t) + W_hh h(t-1) + b (per gate), the cell, then
+    ce: o(t) = V h(t) + c, loss = mean over t and batch of softmax_cross_entropy(o(t), y(t)),
+        gradients of every parameter AND of the input x (graphrnn returns d loss / d x, so the
+        peers are asked for it too);
+    h2: loss = mean over batch of sum over t of sum(h(t) * h(t)), parameter gradients only.
+Rows: the cells as shipped (models/elman, lstm, gru_torch), the LSTM and GRU written the way
+torch stores them (stacked matrices, gates cut with slice), and the minimal gated unit (MGU),
+which no library ships. All columns start from the same weights (graphrnn's initialisation,
+mapped to torch's layout); before timing, the script checks that they agree on the loss and
+every gradient (float32 at the case's size; float64 at a tiny size against graphrnn's
+reference backend).
 """
 
 from __future__ import annotations
@@ -47,8 +54,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = np.float32
-IMPLS = ("graphrnn", "torch", "jax")
-PEERS = ("torch", "jax")
+IMPLS = ("graphrnn", "torch", "jax", "numpy")
+PEERS = ("torch", "jax", "numpy")
 
 
 # ---- the tables: sizes and models ------------------------------------------------------------
@@ -80,51 +87,113 @@ def _split_hx(w: np.ndarray, H: int) -> tuple[np.ndarray, np.ndarray]:
     return w[:, H:], w[:, :H]
 
 
-def canon_elman(p: dict, H: int) -> dict:
-    zero = np.zeros(H, DTYPE)
-    return dict(W_ih=p["U"], W_hh=p["W"], b_ih=p["b"], b_hh=zero, V=p["V"], c=p["c"])
+# Each canon_* maps graphrnn's parameters (grad=False) or its gradients (grad=True) to torch's
+# layout. Where graphrnn has one bias and torch two (b_ih + b_hh), the parameter goes to b_ih
+# with b_hh = 0, and its gradient to both (d loss / d b_ih = d loss / d b_hh).
+def _head(p: dict) -> dict:
+    return {k: p[k] for k in ("V", "c") if k in p}
 
 
-def canon_lstm(p: dict, H: int) -> dict:
+def canon_elman(p: dict, H: int, grad: bool = False) -> dict:
+    b_hh = p["b"] if grad else np.zeros(H, p["b"].dtype)
+    return dict(W_ih=p["U"], W_hh=p["W"], b_ih=p["b"], b_hh=b_hh) | _head(p)
+
+
+def canon_lstm(p: dict, H: int, grad: bool = False) -> dict:
     # torch stacks (i, f, g, o); graphrnn has one [H, H + I] matrix per gate, h columns first
     parts = [_split_hx(p[f"h.W{g}"], H) for g in ("i", "f", "c", "o")]
+    b = np.concatenate([p[f"h.b{g}"] for g in ("i", "f", "c", "o")])
     return dict(
         W_ih=np.concatenate([x for x, _ in parts]),
         W_hh=np.concatenate([h for _, h in parts]),
-        b_ih=np.concatenate([p[f"h.b{g}"] for g in ("i", "f", "c", "o")]),
-        b_hh=np.zeros(4 * H, DTYPE),
-        V=p["V"],
-        c=p["c"],
-    )
+        b_ih=b,
+        b_hh=b if grad else np.zeros_like(b),
+    ) | _head(p)
 
 
-def canon_gru(p: dict, H: int) -> dict:
+def canon_gru(p: dict, H: int, grad: bool = False) -> dict:
     # torch stacks (r, z, n); graphrnn: Wr, Wz [H, H + I] (h first), Wnx [H, I], Wnh [H, H]
     (rx, rh), (zx, zh) = _split_hx(p["h.Wr"], H), _split_hx(p["h.Wz"], H)
-    zero = np.zeros(H, DTYPE)
+    zero = np.zeros(H, p["h.br"].dtype)
+    br, bz = (p["h.br"], p["h.bz"]) if grad else (zero, zero)
     return dict(
         W_ih=np.concatenate([rx, zx, p["h.Wnx"]]),
         W_hh=np.concatenate([rh, zh, p["h.Wnh"]]),
         b_ih=np.concatenate([p["h.br"], p["h.bz"], p["h.bnx"]]),
-        b_hh=np.concatenate([zero, zero, p["h.bnh"]]),
-        V=p["V"],
-        c=p["c"],
-    )
+        b_hh=np.concatenate([br, bz, p["h.bnh"]]),
+    ) | _head(p)
+
+
+def canon_mgu(p: dict, H: int, grad: bool = False) -> dict:
+    # canonical MGU: W_ih [2H, I], W_hh [2H, H] stacking (f, candidate); torch's two biases
+    (fx, fh), (hx, hh) = _split_hx(p["h.Wf"], H), _split_hx(p["h.Wh"], H)
+    b = np.concatenate([p["h.bf"], p["h.bh"]])
+    return dict(
+        W_ih=np.concatenate([fx, hx]),
+        W_hh=np.concatenate([fh, hh]),
+        b_ih=b,
+        b_hh=b if grad else np.zeros_like(b),
+    ) | _head(p)
+
+
+def canon_stacked(p: dict, H: int, grad: bool = False) -> dict:
+    # written the way torch stores it (h.W_ih, h.W_hh, h.b_ih, h.b_hh): only the names change
+    return {k.removeprefix("h."): v for k, v in p.items()}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     file: str  # relative to the repository root
+    cell: str  # the cell of the peers (JAX, NumPy; torch's loop): elman, lstm, gru, mgu
     gates: int  # gate blocks per product: W_ih is [gates * H, I]
-    torch_cls: str  # torch.nn class
-    to_canon: Callable[[dict, int], dict]  # graphrnn params -> torch layout (see canon_*)
+    torch_cls: str | None  # torch.nn class; None: a torch autograd loop (torch_loop_loss)
+    to_canon: Callable[..., dict]  # graphrnn params / grads -> torch layout (see canon_*)
+    recurrent_products: int = 1  # separate per-step products h W_hh^T (MGU: 2, f*h and h)
 
 
 MODELS = {
-    "elman": ModelSpec("models/elman.grnn", 1, "RNN", canon_elman),
-    "lstm": ModelSpec("models/lstm.grnn", 4, "LSTM", canon_lstm),
-    "gru": ModelSpec("models/gru_torch.grnn", 3, "GRU", canon_gru),
+    "elman": ModelSpec("models/elman.grnn", "elman", 1, "RNN", canon_elman),
+    "lstm": ModelSpec("models/lstm.grnn", "lstm", 4, "LSTM", canon_lstm),
+    "gru": ModelSpec("models/gru_torch.grnn", "gru", 3, "GRU", canon_gru),
+    # the same cells written the way torch stores them: stacked matrices, gates cut by slice
+    "lstm_stacked": ModelSpec("models/lstm_torch.grnn", "lstm", 4, "LSTM", canon_stacked),
+    "gru_stacked": ModelSpec("bench/models/gru_stacked.grnn", "gru", 3, "GRU", canon_stacked),
+    # a cell no library ships
+    "mgu": ModelSpec("bench/models/mgu.grnn", "mgu", 2, None, canon_mgu, 2),
 }
+# ce: the output layer o(t) = V h(t) + c and mean softmax cross-entropy, gradients of every
+#     parameter and of x; h2: no output layer, loss = mean over batch of sum over t of
+#     sum(h(t) * h(t)), gradients of the parameters only (the issue #11 table)
+LOSSES = ("ce", "h2")
+H2_LOSS = "loss = sum over t of sum(h(t) * h(t))"
+
+
+def h2_source(text: str) -> str:
+    """A model file's text with the output layer cut off and the loss on h directly: in the
+    `model` block, drop `target y`, `param V`, `param c` and `o(t) = ...`, replace `loss`."""
+    out, in_model = [], False
+    for line in text.splitlines():
+        if re.match(r"model\s", line):
+            in_model = True
+        if in_model:
+            if re.match(r"\s+(target\s+y\b|param\s+V\[|param\s+c\[|o\(t\)\s*=)", line):
+                continue
+            if re.match(r"\s+loss\s*=", line):
+                line = "    " + H2_LOSS
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def load_model(spec: ModelSpec, loss: str, s: Size, seed: int = 0):
+    import graphrnn as gr
+
+    path = ROOT / spec.file
+    if loss == "ce":
+        return gr.load(path, seed=seed, I=s.I, H=s.H, O=s.O)
+    text = h2_source(path.read_text())
+    return gr.loads(text, seed=seed, path=f"{spec.file} (h2)", I=s.I, H=s.H, O=s.O)
+
+
 COMPILE_PROBE_MODEL = ("lstm", "elman")  # the first whose file exists
 
 
@@ -206,34 +275,41 @@ def _median_time(
 
 
 # ---- roofline --------------------------------------------------------------------------------
-def step_gemms(s: Size, gates: int) -> list[tuple[str, int, int, int, bool, int]]:
+def step_gemms(
+    s: Size, gates: int, head: bool = True, dx: bool = True, recurrent_products: int = 1
+) -> list[tuple[str, int, int, int, bool, int]]:
     """The GEMMs of one step: (what, m, k, n, A transposed, calls). N = T*B, G = gates*H.
 
-    Forward: the input product (hoisted over all steps), the recurrent product (one per step),
-    the output layer. Backward: the output layer's input and weight gradients, the recurrent
-    product (one per step), the recurrent and input weight gradients, the input gradient dx.
+    Forward: the input product (hoisted over all steps), the recurrent product (one per step;
+    `recurrent_products` separate ones of G / recurrent_products columns each, as MGU's f*h),
+    the output layer (`head`). Backward: the output layer's input and weight gradients
+    (`head`), the recurrent product (one per step), the recurrent and input weight gradients,
+    the input gradient dx (`dx`).
     """
     N, G, H, In, Out, T, B = s.T * s.B, gates * s.H, s.H, s.I, s.O, s.T, s.B
-    return [
-        ("fwd input     X[N,I] W_ih^T", N, In, G, False, 1),
-        ("fwd recurrent h[B,H] W_hh^T", B, H, G, False, T),
-        ("fwd output    Hs[N,H] V^T", N, H, Out, False, 1),
-        ("bwd output    dO[N,O] V", N, Out, H, False, 1),
-        ("bwd dV        dO^T Hs", Out, N, H, True, 1),
-        ("bwd recurrent dG[B,G] W_hh", B, G, H, False, T),
-        ("bwd dW_hh     dG^T Hprev", G, N, H, True, 1),
-        ("bwd dW_ih     dG^T X", G, N, In, True, 1),
-        ("bwd dx        dG[N,G] W_ih", N, G, In, False, 1),
-    ]
+    R = recurrent_products
+    Gr = G // R
+    rows = [("fwd input     X[N,I] W_ih^T", N, In, G, False, 1)]
+    rows.append(("fwd recurrent h[B,H] W_hh^T", B, H, Gr, False, T * R))
+    if head:
+        rows.append(("fwd output    Hs[N,H] V^T", N, H, Out, False, 1))
+        rows.append(("bwd output    dO[N,O] V", N, Out, H, False, 1))
+        rows.append(("bwd dV        dO^T Hs", Out, N, H, True, 1))
+    rows.append(("bwd recurrent dG[B,G] W_hh", B, Gr, H, False, T * R))
+    rows.append(("bwd dW_hh     dG^T Hprev", Gr, N, H, True, R))
+    rows.append(("bwd dW_ih     dG^T X", G, N, In, True, 1))
+    if dx:
+        rows.append(("bwd dx        dG[N,G] W_ih", N, G, In, False, 1))
+    return rows
 
 
-def measure_roofline(s: Size, gates: int, min_time: float) -> dict:
+def measure_roofline(s: Size, gemms: list, min_time: float) -> dict:
     """numpy float32 np.dot time of every GEMM of the step at its shape, summed: the time the
     step's GEMMs alone take through numpy's BLAS (per-step products as separate calls). Each
     is the best of at least 5 samples: a bound, and less sensitive to a busy machine."""
     rng = np.random.default_rng(0)
     rows, total_s, total_flops = [], 0.0, 0
-    for what, m, k, n, a_t, calls in step_gemms(s, gates):
+    for what, m, k, n, a_t, calls in gemms:
         a = rng.standard_normal((k, m) if a_t else (m, k), dtype=DTYPE)
         a = a.T if a_t else a
         b = rng.standard_normal((k, n), dtype=DTYPE)
@@ -281,77 +357,128 @@ def measure_gemm_peak(n: int, min_time: float) -> dict:
 # ---- implementations -------------------------------------------------------------------------
 class Impl:
     """One implementation of a case: `step()` is one timed training step; `check()` returns
-    (loss, dV, dx) as numpy arrays for the cross-check."""
+    (loss, gradients in torch's layout (canon_*), dx or None) as numpy arrays for the
+    cross-check."""
 
     name = ""
 
     def step(self) -> object:
         raise NotImplementedError
 
-    def check(self) -> tuple[float, np.ndarray, np.ndarray]:
+    def check(self) -> tuple[float, dict, np.ndarray | None]:
         raise NotImplementedError
 
 
 class GraphRNNImpl(Impl):
     name = "graphrnn"
 
-    def __init__(self, model, x, y_onehot):
-        self.fn = model.compile(backend="numba", dtype="float32")
-        self.params = {k: np.ascontiguousarray(v, DTYPE) for k, v in model.params.items()}
-        self.inputs, self.targets = {"x": x}, {"y": y_onehot}
+    def __init__(
+        self, model, spec: ModelSpec, x, y_onehot, input_grads=True, backend="numba", dtype=DTYPE
+    ):
+        dtype = np.dtype(dtype)
+        self.fn = model.compile(backend=backend, dtype=dtype.name, input_grads=input_grads)
+        self.params = {k: np.ascontiguousarray(v, dtype) for k, v in model.params.items()}
+        self.spec, self.H = spec, model.sizes["H"]
+        self.inputs = {"x": np.asarray(x, dtype)}
+        self.targets = {} if y_onehot is None else {"y": np.asarray(y_onehot, dtype)}
 
     def step(self):
         return self.fn.loss_and_grad(self.params, self.inputs, self.targets)
 
+    def canon(self) -> dict:
+        return self.spec.to_canon(self.params, self.H)
+
     def check(self):
         loss, grads = self.step()
-        return float(loss), grads["V"], grads["x"]
+        dx = grads.pop("x", None)
+        return float(loss), self.spec.to_canon(grads, self.H, grad=True), dx
+
+
+def torch_loop_hidden(cell: str, p: dict, x):
+    """The states h(t) [T, B, H] of a cell torch.nn does not ship, as a torch autograd loop
+    (input projection hoisted), in the canonical layout."""
+    import torch
+
+    if cell != "mgu":
+        raise ValueError(f"no torch loop for {cell!r}; torch.nn has it")
+    T, B, _ = x.shape
+    H = p["W_hh"].shape[1]
+    xp = x @ p["W_ih"].T + (p["b_ih"] + p["b_hh"])
+    W_fh, W_hh = p["W_hh"][:H], p["W_hh"][H:]
+    h = x.new_zeros((B, H))
+    hs = []
+    for t in range(T):
+        f = torch.sigmoid(xp[t, :, :H] + h @ W_fh.T)
+        hc = torch.tanh(xp[t, :, H:] + (f * h) @ W_hh.T)
+        h = h + f * (hc - h)
+        hs.append(h)
+    return torch.stack(hs)
 
 
 class TorchImpl(Impl):
     name = "torch"
 
-    def __init__(self, spec: ModelSpec, canon: dict, x, y_index):
+    def __init__(self, spec: ModelSpec, canon: dict, x, y_index, input_grads=True, dtype=DTYPE):
         import torch
 
         self.torch = torch
-        In = x.shape[2]
-        H, self.n_out = canon["W_hh"].shape[1], canon["V"].shape[0]
-        kwargs = {"nonlinearity": "tanh"} if spec.torch_cls == "RNN" else {}
-        self.rnn = getattr(torch.nn, spec.torch_cls)(In, H, **kwargs)
-        self.lin = torch.nn.Linear(H, self.n_out)
+        dtype = np.dtype(dtype)
+        tdt = torch.float64 if dtype == np.float64 else torch.float32
+        In, self.B = x.shape[2], x.shape[1]
+        H = canon["W_hh"].shape[1]
+        self.head = "V" in canon
+        self.cell = spec.cell
+        self.rnn = None
+        names = ("W_ih", "W_hh", "b_ih", "b_hh")
+        if spec.torch_cls is not None:
+            kwargs = {"nonlinearity": "tanh"} if spec.torch_cls == "RNN" else {}
+            self.rnn = getattr(torch.nn, spec.torch_cls)(In, H, **kwargs).to(tdt)
+            self.tensors = {
+                k: getattr(self.rnn, t)
+                for k, t in zip(names, ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+            }
+        else:
+            self.tensors = {k: torch.zeros(canon[k].shape, dtype=tdt) for k in names}
+        if self.head:
+            self.n_out = canon["V"].shape[0]
+            self.lin = torch.nn.Linear(H, self.n_out).to(tdt)
+            self.tensors |= {"V": self.lin.weight, "c": self.lin.bias}
         with torch.no_grad():
-            for name, key in (
-                ("weight_ih_l0", "W_ih"),
-                ("weight_hh_l0", "W_hh"),
-                ("bias_ih_l0", "b_ih"),
-                ("bias_hh_l0", "b_hh"),
-            ):
-                getattr(self.rnn, name).copy_(torch.from_numpy(np.asarray(canon[key], DTYPE)))
-            self.lin.weight.copy_(torch.from_numpy(np.asarray(canon["V"], DTYPE)))
-            self.lin.bias.copy_(torch.from_numpy(np.asarray(canon["c"], DTYPE)))
-        self.params = list(self.rnn.parameters()) + list(self.lin.parameters())
-        self.x = torch.from_numpy(x.copy()).requires_grad_(True)
-        self.y = torch.from_numpy(y_index.reshape(-1).astype(np.int64))
+            for k, t in self.tensors.items():
+                t.copy_(torch.from_numpy(np.asarray(canon[k], dtype)))
+        for t in self.tensors.values():
+            t.requires_grad_(True)
+        self.x = torch.from_numpy(np.asarray(x, dtype).copy()).requires_grad_(bool(input_grads))
+        if self.head:
+            self.y = torch.from_numpy(y_index.reshape(-1).astype(np.int64))
 
     def step(self):
-        for p in self.params:
+        for p in self.tensors.values():
             p.grad = None
         self.x.grad = None
-        out, _ = self.rnn(self.x)
-        logits = self.lin(out)
-        loss = self.torch.nn.functional.cross_entropy(logits.reshape(-1, self.n_out), self.y)
+        if self.rnn is not None:
+            out, _ = self.rnn(self.x)
+        else:
+            out = torch_loop_hidden(self.cell, self.tensors, self.x)
+        if self.head:
+            logits = self.lin(out).reshape(-1, self.n_out)
+            loss = self.torch.nn.functional.cross_entropy(logits, self.y)
+        else:
+            loss = (out * out).sum() / self.B
         loss.backward()
         return loss.item()
 
     def check(self):
         loss = self.step()
-        return loss, self.lin.weight.grad.numpy().copy(), self.x.grad.numpy().copy()
+        grads = {k: t.grad.numpy().copy() for k, t in self.tensors.items()}
+        dx = self.x.grad.numpy().copy() if self.x.requires_grad else None
+        return loss, grads, dx
 
 
-def jax_loss_fn(kind: str):
+def jax_loss_fn(kind: str, head: bool = True):
     """The cells written with jax.lax.scan, in torch's layout and gate order; the input
-    product hoisted out of the scan (as torch does on the CPU)."""
+    product hoisted out of the scan (as torch does on the CPU). head=False: no output layer,
+    loss = mean over batch of sum over t of sum(h * h)."""
     import jax
     import jax.numpy as jnp
 
@@ -377,7 +504,16 @@ def jax_loss_fn(kind: str):
         h = (1.0 - z) * n + z * h
         return h, h
 
-    cell = {"elman": elman, "lstm": lstm, "gru": gru}[kind]
+    def mgu(p, carry, xp_t):  # (f, candidate) stacked; the candidate reads f * h
+        h = carry
+        H = h.shape[-1]
+        xf, xh = jnp.split(xp_t + p["b_hh"], 2, axis=-1)
+        f = sig(xf + h @ p["W_hh"][:H].T)
+        hc = jnp.tanh(xh + (f * h) @ p["W_hh"][H:].T)
+        h = h + f * (hc - h)
+        return h, h
+
+    cell = {"elman": elman, "lstm": lstm, "gru": gru, "mgu": mgu}[kind]
 
     def loss(p, x, y):
         T, B, _ = x.shape
@@ -386,6 +522,8 @@ def jax_loss_fn(kind: str):
         carry = (h0, h0) if kind == "lstm" else h0
         xp = x @ p["W_ih"].T + p["b_ih"]
         _, hs = jax.lax.scan(lambda c, xt: cell(p, c, xt), carry, xp)
+        if not head:
+            return jnp.sum(hs * hs) / B
         logits = hs @ p["V"].T + p["c"]
         return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(logits, axis=-1), axis=-1))
 
@@ -395,21 +533,51 @@ def jax_loss_fn(kind: str):
 class JaxImpl(Impl):
     name = "jax"
 
-    def __init__(self, kind: str, canon: dict, x, y_onehot):
+    def __init__(self, kind: str, canon: dict, x, y_onehot, input_grads=True):
         import jax
         import jax.numpy as jnp
 
         self.jax = jax
-        self.f = jax.jit(jax.value_and_grad(jax_loss_fn(kind), argnums=(0, 1)))
+        self.input_grads = bool(input_grads)
+        head = "V" in canon
+        argnums = (0, 1) if self.input_grads else 0
+        self.f = jax.jit(jax.value_and_grad(jax_loss_fn(kind, head), argnums=argnums))
         self.p = {k: jnp.asarray(np.asarray(v, DTYPE)) for k, v in canon.items()}
-        self.x, self.y = jnp.asarray(x), jnp.asarray(y_onehot)
+        self.x = jnp.asarray(x)
+        self.y = jnp.asarray(y_onehot) if head else jnp.zeros(())
 
     def step(self):
         return self.jax.block_until_ready(self.f(self.p, self.x, self.y))
 
     def check(self):
-        loss, (gp, gx) = self.step()
-        return float(loss), np.asarray(gp["V"]), np.asarray(gx)
+        loss, g = self.step()
+        gp, gx = g if self.input_grads else (g, None)
+        grads = {k: np.asarray(v) for k, v in gp.items()}
+        return float(loss), grads, None if gx is None else np.asarray(gx)
+
+
+class NumpyImpl(Impl):
+    """bench/numpy_bptt.py: hand-written BPTT, input projection and weight gradients hoisted
+    into single GEMMs."""
+
+    name = "numpy"
+
+    def __init__(self, cell: str, canon: dict, x, y_onehot, input_grads=True, dtype=DTYPE):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import numpy_bptt
+
+        self.fn = numpy_bptt.CELLS[cell]
+        self.p = {k: np.ascontiguousarray(v, dtype) for k, v in canon.items()}
+        self.x = np.ascontiguousarray(x, dtype)
+        self.y = None if y_onehot is None or "V" not in canon else np.asarray(y_onehot, dtype)
+        self.input_grads = bool(input_grads)
+
+    def step(self):
+        return self.fn(self.p, self.x, self.y, self.input_grads)
+
+    def check(self):
+        loss, grads, dx = self.step()
+        return float(loss), grads, dx
 
 
 # ---- one case --------------------------------------------------------------------------------
@@ -421,32 +589,42 @@ def make_data(s: Size, seed: int = 0):
     return x, y_index, y_onehot
 
 
-def build_impls(kind: str, spec: ModelSpec, s: Size, x, y_index, y_onehot):
+def random_canon(spec: ModelSpec, s: Size, head: bool, seed: int = 1) -> dict:
+    """torch-like uniform weights, for the peers when graphrnn's model cannot load."""
+    rng = np.random.default_rng(seed)
+    G, k = spec.gates * s.H, 1 / np.sqrt(s.H)
+    shapes = dict(W_ih=(G, s.I), W_hh=(G, s.H), b_ih=(G,), b_hh=(G,))
+    if head:
+        shapes |= dict(V=(s.O, s.H), c=(s.O,))
+    return {n: rng.uniform(-k, k, sh).astype(DTYPE) for n, sh in shapes.items()}
+
+
+def build_impls(kind: str, spec: ModelSpec, s: Size, loss: str, x, y_index, y_onehot):
     """(impls that built, status of every column, first-call seconds)."""
     status: dict[str, str] = {}
     impls: dict[str, Impl] = {}
+    head = loss == "ce"
+    input_grads = head  # ce rows: every gradient and dx; h2 rows: the parameters only
     path = ROOT / spec.file
     canon = None
     if path.exists():
         try:
-            import graphrnn as gr
-
-            model = gr.load(path, I=s.I, H=s.H, O=s.O)
-            impls["graphrnn"] = GraphRNNImpl(model, x, y_onehot)
-            canon = spec.to_canon(impls["graphrnn"].params, s.H)
+            model = load_model(spec, loss, s)
+            impls["graphrnn"] = GraphRNNImpl(
+                model, spec, x, y_onehot if head else None, input_grads
+            )
+            canon = impls["graphrnn"].canon()
         except Exception as e:  # report it in the table, go on with the peers
             status["graphrnn"] = f"error: {type(e).__name__}: {e}"
             traceback.print_exc()
     else:
         status["graphrnn"] = f"model file missing: {spec.file}"
     if canon is None:  # peers still run, from torch-like uniform weights
-        rng = np.random.default_rng(1)
-        G, k = spec.gates * s.H, 1 / np.sqrt(s.H)
-        shapes = dict(W_ih=(G, s.I), W_hh=(G, s.H), b_ih=(G,), b_hh=(G,), V=(s.O, s.H), c=(s.O,))
-        canon = {n: rng.uniform(-k, k, sh).astype(DTYPE) for n, sh in shapes.items()}
+        canon = random_canon(spec, s, head)
     for name, build in (
-        ("torch", lambda: TorchImpl(spec, canon, x, y_index)),
-        ("jax", lambda: JaxImpl(kind, canon, x, y_onehot)),
+        ("torch", lambda: TorchImpl(spec, canon, x, y_index, input_grads)),
+        ("jax", lambda: JaxImpl(spec.cell, canon, x, y_onehot, input_grads)),
+        ("numpy", lambda: NumpyImpl(spec.cell, canon, x, y_onehot, input_grads)),
     ):
         try:
             impls[name] = build()
@@ -470,24 +648,31 @@ def build_impls(kind: str, spec: ModelSpec, s: Size, x, y_index, y_onehot):
     return impls, status, first_call
 
 
-def cross_check(impls: dict[str, Impl]) -> dict:
-    """Loss, dV and dx of every implementation against the first, as max|a - b| / max|b|."""
+def cross_check(impls: dict[str, Impl], tol: float = 2e-3) -> dict:
+    """Loss, every parameter gradient (torch's layout) and dx of every implementation against
+    the first, each as max|a - b| / max|b|."""
     results = {}
     for name, impl in impls.items():
-        loss, dv, dx = impl.check()
-        results[name] = (np.float64(loss), np.asarray(dv, np.float64), np.asarray(dx, np.float64))
+        loss, grads, dx = impl.check()
+        grads = {k: np.asarray(v, np.float64) for k, v in grads.items()}
+        if dx is not None:
+            grads["dx"] = np.asarray(dx, np.float64)
+        results[name] = (np.float64(loss), grads)
     names = list(results)
     out = {"reference": names[0] if names else None, "loss": {}, "errors": {}}
     if not names:
         return out
-    ref = results[names[0]]
-    for name, (loss, dv, dx) in results.items():
+    ref_loss, ref = results[names[0]]
+    for name, (loss, grads) in results.items():
         out["loss"][name] = float(loss)
         if name == names[0]:
             continue
-        errs = {}
-        for what, a, b in (("loss", loss, ref[0]), ("dV", dv, ref[1]), ("dx", dx, ref[2])):
-            a, b = np.asarray(a), np.asarray(b)
+        errs = {"loss": float(abs(loss - ref_loss) / max(abs(ref_loss), 1e-30))}
+        for what in sorted(set(ref) | set(grads)):
+            if what not in ref or what not in grads:
+                errs[what] = f"missing in {names[0] if what not in ref else name}"
+                continue
+            a, b = grads[what], ref[what]
             if a.shape != b.shape:
                 errs[what] = f"shape {a.shape} vs {b.shape}"
                 continue
@@ -495,10 +680,38 @@ def cross_check(impls: dict[str, Impl]) -> dict:
         out["errors"][name] = errs
     worst = [v for e in out["errors"].values() for v in e.values() if isinstance(v, float)]
     out["max_error"] = max(worst, default=0.0)
+    out["tolerance"] = tol
     out["agree"] = all(
-        isinstance(v, float) and v < 2e-3 for e in out["errors"].values() for v in e.values()
+        isinstance(v, float) and v < tol for e in out["errors"].values() for v in e.values()
     )
     return out
+
+
+CHECK64_SIZE = Size(B=2, I=3, H=4, T=5)
+
+
+def check_float64(kind: str, loss: str) -> dict:
+    """float64 agreement at a tiny size: graphrnn's reference backend (the reference) against
+    the NumPy BPTT and torch, on graphrnn's initial weights; tolerance 1e-9."""
+    spec, s = MODELS[kind], CHECK64_SIZE
+    head = loss == "ce"
+    x, y_index, y_onehot = make_data(s, seed=3)
+    x = x.astype(np.float64)
+    y = y_onehot.astype(np.float64) if head else None
+    impls: dict[str, Impl] = {}
+    ref = GraphRNNImpl(load_model(spec, loss, s, seed=5), spec, x, y, head, "reference", np.float64)
+    impls["graphrnn"] = ref
+    rng = np.random.default_rng(7)  # nonzero biases (the 1-D params), so every bias path counts
+    for k, v in ref.params.items():
+        if v.ndim == 1:
+            ref.params[k] = v + rng.uniform(-0.3, 0.3, v.shape)
+    canon = ref.canon()
+    impls["numpy"] = NumpyImpl(spec.cell, canon, x, y, head, np.float64)
+    try:
+        impls["torch"] = TorchImpl(spec, canon, x, y_index, head, np.float64)
+    except ImportError:
+        pass
+    return cross_check(impls, tol=1e-9)
 
 
 def time_alternating(impls: dict[str, Impl], budget: float, min_reps: int, max_reps: int) -> dict:
@@ -553,13 +766,21 @@ def time_alternating(impls: dict[str, Impl], budget: float, min_reps: int, max_r
     return out
 
 
-def run_case(kind: str, size_name: str, args) -> dict:
+def run_case(kind: str, size_name: str, loss: str, args) -> dict:
     spec, s = MODELS[kind], SIZES[size_name]
-    print(f"[{kind} {size_name}] B={s.B} I={s.I} H={s.H} T={s.T} O={s.O}", file=sys.stderr)
-    case: dict = {"model": kind, "size": size_name, "dims": asdict(s) | {"O": s.O}}
+    print(f"[{kind} {loss} {size_name}] B={s.B} I={s.I} H={s.H} T={s.T} O={s.O}", file=sys.stderr)
+    case: dict = {"model": kind, "loss": loss, "size": size_name, "dims": asdict(s) | {"O": s.O}}
     case["loadavg_before"] = os.getloadavg()
+    if (ROOT / spec.file).exists():
+        try:
+            case["check_float64"] = check_float64(kind, loss)
+        except Exception as e:
+            traceback.print_exc()
+            case["check_float64"] = {"error": f"{type(e).__name__}: {e}", "agree": False}
+        if not case["check_float64"].get("agree"):
+            print(f"  WARNING: float64 check failed: {case['check_float64']}", file=sys.stderr)
     x, y_index, y_onehot = make_data(s)
-    impls, status, first_call = build_impls(kind, spec, s, x, y_index, y_onehot)
+    impls, status, first_call = build_impls(kind, spec, s, loss, x, y_index, y_onehot)
     case["first_call_s"] = first_call
     try:
         case["check"] = cross_check(impls)
@@ -568,11 +789,14 @@ def run_case(kind: str, size_name: str, args) -> dict:
         case["check"] = {"error": f"{type(e).__name__}: {e}", "agree": False, "errors": {}}
     if not case["check"].get("agree", True):
         print(f"  WARNING: implementations disagree: {case['check']['errors']}", file=sys.stderr)
-    case["roofline"] = measure_roofline(s, spec.gates, args.gemm_time)
+    head = loss == "ce"
+    gemms = step_gemms(s, spec.gates, head, head, spec.recurrent_products)
+    case["roofline"] = measure_roofline(s, gemms, args.gemm_time)
     timings = time_alternating(impls, args.budget, args.min_reps, args.max_reps)
     roof_ms, flops = case["roofline"]["ms"], case["roofline"]["flops"]
-    peers = [timings[p]["median_ms"] for p in PEERS if p in timings]
-    fastest_peer = min(peers) if peers else None
+    peers = {p: timings[p]["median_ms"] for p in PEERS if p in timings}
+    fastest_peer = min(peers.values()) if peers else None
+    case["fastest_peer"] = min(peers, key=peers.get) if peers else None
     case["impls"] = {}
     for name in IMPLS:
         entry: dict = {"status": status.get(name, "not run")}
@@ -761,13 +985,24 @@ def print_report(result: dict) -> None:
     print(f"numpy float32 GEMM peak: {peak['gflops']} GFLOP/s at {peak['n']}^3")
     print(f"load average at start / end: {result['loadavg_start']} / {result['loadavg_end']}")
     print()
-    print("Step time: median ms (repetitions); ratio = graphrnn / fastest peer; roofline = numpy")
-    print("time of the step's GEMMs at their shapes; fraction = roofline / median.")
+    print("Step time: median ms (repetitions); ratio = graphrnn / fastest of torch, jax, numpy;")
+    print("roofline = numpy time of the step's GEMMs at their shapes; fraction = roofline /")
+    print("median; loss ce = output layer + cross-entropy, every gradient and dx; h2 = loss on")
+    print("h directly (sum of h*h), parameter gradients only; agree = float32 cross-check /")
+    print("float64 check (graphrnn reference backend vs numpy and torch at B2 I3 H4 T5).")
     print()
-    head = "| model | size | graphrnn ms | torch ms | jax ms | ratio | roofline ms | GFLOP | "
-    head += "fraction graphrnn / torch / jax | agree |"
+    head = "| model | loss | size | graphrnn ms | torch ms | jax ms | numpy ms | ratio "
+    head += "| roofline ms | GFLOP | fraction graphrnn / torch / jax / numpy | agree |"
     print(head)
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 12)
+
+    def agree(chk: dict | None) -> str:
+        if chk is None:
+            return "-"
+        if "error" in chk:
+            return "check failed"
+        return "yes" if chk.get("agree") else f"NO ({chk.get('max_error', 0):.1e})"
+
     for c in result["cases"]:
         im = c["impls"]
         frac = " / ".join(
@@ -775,22 +1010,19 @@ def print_report(result: dict) -> None:
             for n in IMPLS
         )
         ratio = im["graphrnn"].get("ratio_to_fastest_peer")
-        chk = c["check"]
-        if "error" in chk:
-            agree = "check failed"
-        else:
-            agree = "yes" if chk.get("agree") else f"NO ({chk.get('max_error', 0):.1e})"
+        times = " | ".join(_fmt_ms(im[n]) for n in IMPLS)
         print(
-            f"| {c['model']} | {c['size']} | {_fmt_ms(im['graphrnn'])} | {_fmt_ms(im['torch'])} "
-            f"| {_fmt_ms(im['jax'])} | {ratio if ratio is not None else '-'} "
-            f"| {c['roofline']['ms']:.3g} | {c['roofline']['flops'] / 1e9:.3g} | {frac} | {agree} |"
+            f"| {c['model']} | {c.get('loss', 'ce')} | {c['size']} | {times} "
+            f"| {ratio if ratio is not None else '-'} "
+            f"| {c['roofline']['ms']:.3g} | {c['roofline']['flops'] / 1e9:.3g} | {frac} "
+            f"| {agree(c['check'])} / {agree(c.get('check_float64'))} |"
         )
     print()
     print("Peak memory of one step, MiB: RSS peak delta (every allocator) / tracemalloc peak")
     print("(numpy, Numba's runtime and Python objects; not torch's or XLA's allocators).")
     print()
-    print("| model | size | graphrnn | torch | jax |")
-    print("|---|---|---|---|---|")
+    print("| model | loss | size | " + " | ".join(IMPLS) + " |")
+    print("|" + "---|" * (3 + len(IMPLS)))
     for c in result["cases"]:
         cells = []
         for n in IMPLS:
@@ -800,7 +1032,7 @@ def print_report(result: dict) -> None:
                 if mem
                 else c["impls"][n]["status"]
             )
-        print(f"| {c['model']} | {c['size']} | " + " | ".join(cells) + " |")
+        print(f"| {c['model']} | {c.get('loss', 'ce')} | {c['size']} | " + " | ".join(cells) + " |")
     comp = result.get("compile")
     if comp:
         print()
@@ -834,6 +1066,12 @@ def parse_args(argv=None):
     ap.add_argument(
         "--models", default=",".join(MODELS), help="comma list from " + ",".join(MODELS)
     )
+    ap.add_argument(
+        "--losses",
+        default=",".join(LOSSES),
+        help="comma list: ce (output layer, cross-entropy, every gradient and dx), "
+        "h2 (loss = sum of h*h over t, no output layer, parameter gradients only)",
+    )
     ap.add_argument("--sizes", default=None, help="comma list from " + ",".join(SIZES))
     ap.add_argument("--json", default=None, help="write every figure and the machine info here")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timing per case")
@@ -854,6 +1092,12 @@ def parse_args(argv=None):
         "default: leave the libraries' own setting",
     )
     ap.add_argument("--no-compile", action="store_true", help="skip the compile-time probes")
+    ap.add_argument(
+        "--check-only",
+        action="store_true",
+        help="only the float64 check (graphrnn's reference backend against the NumPy BPTT and "
+        "torch at B2 I3 H4 T5) of every --models x --losses; exit status 1 on disagreement",
+    )
     ap.add_argument("--compile-probe", metavar="MODEL_FILE", help=argparse.SUPPRESS)
     ap.add_argument("--probe-T", type=int, default=10, help=argparse.SUPPRESS)
     ap.add_argument("--probe-size", type=int, default=32, help=argparse.SUPPRESS)
@@ -874,12 +1118,27 @@ def main(argv=None) -> int:
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    losses = [lo.strip() for lo in args.losses.split(",") if lo.strip()]
+    for lo in losses:
+        if lo not in LOSSES:
+            sys.exit(f"unknown loss {lo!r}; choose from {', '.join(LOSSES)}")
     for m in models:
         if m not in MODELS:
             sys.exit(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     for s in sizes:
         if s not in SIZES:
             sys.exit(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
+    if args.check_only:
+        failed = 0
+        for m in models:
+            for lo in losses:
+                chk = check_float64(m, lo)
+                print(
+                    f"{m} {lo}: {'agree' if chk['agree'] else 'DISAGREE'} "
+                    f"(max relative error {chk['max_error']:.1e}, vs {', '.join(chk['errors'])})"
+                )
+                failed += not chk["agree"]
+        return 1 if failed else 0
     try:
         import torch
 
@@ -897,7 +1156,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     result: dict = {"args": vars(args), "loadavg_start": os.getloadavg()}
     result["gemm_peak"] = measure_gemm_peak(512 if args.quick else 2048, args.gemm_time)
-    result["cases"] = [run_case(m, s, args) for s in sizes for m in models]
+    result["cases"] = [run_case(m, s, lo, args) for s in sizes for lo in losses for m in models]
     if not args.no_compile:
         result["compile"] = measure_compile(args.quick)
     result["loadavg_end"] = os.getloadavg()
