@@ -320,9 +320,11 @@ class Compiled:
         key = (id(graph), tuple(sorted(env.sizes.items())), env.batch)
         if key not in self._footprints:
             item = self.dtype.itemsize
+            never = self._never_formed(graph)
+            formed = [n for n in graph.nodes() if n.id not in never]
             self._footprints[key] = {
                 _buffer_name(n): elements(env.aligned_shape(n.context, n.shape)) * item
-                for n in graph.nodes()
+                for n in formed
             }
         steps = ", ".join(f"{a} = {n}" for a, n in env.sizes.items())
         check_fits(
@@ -331,6 +333,17 @@ class Compiled:
             "use smaller sizes, a smaller batch or shorter sequences "
             "(or bptt_checkpoint for long ones)",
         )
+
+    def _never_formed(self, graph: Graph) -> set[int]:
+        """Values a compiled backend never holds: outer products summed into a parameter's
+        gradient, which it computes as one GEMM (the reference forms them)."""
+        if self.backend == "reference":
+            return set()
+        from graphrnn.backends.planning import consumers, gemm_gradients
+        from graphrnn.schedule import schedule
+
+        items = schedule(graph.roots())
+        return gemm_gradients(items, consumers(items), {r.id for r in graph.roots()})
 
     def _make_env(self, checked) -> EvalEnv:
         sizes: dict[str, int] = dict(self.graph.axis_sizes)

@@ -85,6 +85,21 @@ def test_a_call_that_cannot_fit_is_refused_before_running(elman, monkeypatch):
     assert len(calls) == 1
 
 
+def test_compiled_backends_do_not_count_outer_products_they_never_form(monkeypatch):
+    """A weight gradient sum_t outer(a, b) is one GEMM in the compiled backends; counting the
+    [T, B, m, k] outer products refused an LSTM at B=64, H=512 that needs well under 1 GiB."""
+    model = gr.load(ROOT / "models/lstm.grnn", I=8, H=16, O=2, seed=0)
+    x = np.zeros((50, 4, 8))
+    y = np.full((50, 4, 2), 0.5)
+    seen = {}
+    monkeypatch.setattr("graphrnn.compiled.check_fits", lambda what, b, fix: seen.update(b))
+    for backend in ("reference", "numba"):
+        seen.clear()
+        model.compile(backend).loss_and_grad(model.params, {"x": x}, {"y": y})
+        outers = [name for name in seen if name.startswith("'outer'")]
+        assert bool(outers) == (backend == "reference"), (backend, outers)
+
+
 def test_format_bytes():
     assert format_bytes(512) == "512 B"
     assert format_bytes(1536) == "1.5 KiB"
