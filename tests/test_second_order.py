@@ -83,6 +83,22 @@ def test_numba_products_match_reference_and_differences(stem):
     assert rel_error(gv, ref.gnvp(params, inputs, targets, v)) < 1e-12
 
 
+def test_emulated_cuda_products_match_reference():
+    """The CuPy backend compiles the product graphs like any other (its kernels run here on
+    the CPU through the emulated device of tests/backends/test_cupy_gpu.py)."""
+    from tests.backends.test_cupy_gpu import emulated
+
+    model = load_small(ROOT / "models" / "elman.grnn")
+    params, inputs, targets, v = problem(model, tau=3)
+    ref = model.compile("reference", "float64")
+    gpu = emulated(model.graph, "float64")
+    assert (
+        rel_error(gpu.hvp(params, inputs, targets, v), ref.hvp(params, inputs, targets, v)) < 1e-12
+    )
+    gv, expected = gpu.gnvp(params, inputs, targets, v), ref.gnvp(params, inputs, targets, v)
+    assert rel_error(gv, expected) < 1e-12
+
+
 # ---- against torch's double backward --------------------------------------------------
 def test_hvp_matches_torch_double_backward():
     torch = pytest.importorskip("torch")
