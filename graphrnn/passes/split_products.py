@@ -8,8 +8,9 @@ Rewrites, for a STATIC matrix A and a product evaluated inside a recurrence:
       one GEMM over every step.
   slice(matmul(A, g), r_1), ..., slice(matmul(A, g), r_n)  ->  matmul(A[r_k, :], g)
       when the product has only slices as users and some slice is read outside the
-      recurrence. The adjoint's W^T g, of which only the h rows feed back into the backward
-      loop: the x rows become one GEMM after the loop.
+      recurrence, or some rows are read by none. The adjoint's W^T g, of which only the h
+      rows feed back into the backward loop: the x rows become one GEMM after the loop, or
+      are not computed at all when no input gradient is asked for.
 
 A[:, c] is slice(A) (slices take the last dimension); A[r, :] is
 transpose(slice(transpose(A))), which simplify folds where A is itself a transpose. Run it
@@ -66,10 +67,16 @@ def _row_block(a: Node, start: int, stop: int) -> Node:
 
 
 def _split_rows(n: Node, consumers: list[Node], loops: dict, roots: set[int]) -> dict:
-    """Each slice of the product as its own product of a row block, if a slice is hoisted."""
+    """Each slice of the product as its own product of a row block, if a slice is hoisted or
+    some rows are read by no slice (the x rows of W^T g when no input gradient is asked for:
+    computed every step, never read)."""
     if n.id in roots or not consumers or any(u.op != "slice" for u in consumers):
         return {}
-    if all(loops.get(u.id) == loops[n.id] for u in consumers):
+    read = set()
+    for u in consumers:
+        read.update(range(u.attrs["start"], u.attrs["stop"]))
+    unread = len(read) < n.shape[0]
+    if all(loops.get(u.id) == loops[n.id] for u in consumers) and not unread:
         return {}
     a, v = n.inputs
     repl = {}

@@ -39,6 +39,21 @@ def test_lstm_input_gradient_leaves_the_backward_loop():
     assert lines[0].startswith("split_products: 5 split")  # 4 gates by columns, 1 by rows
 
 
+def test_rows_no_slice_reads_are_not_computed():
+    """Without an input gradient nothing reads the x rows of [W_h; W_x]^T g: the backward loop
+    multiplies by the h rows alone (it multiplied all of them every step)."""
+    from graphrnn.autodiff import grad
+    from tests.passes.helpers import load
+
+    model = load(LSTM)
+    summed, _ = gemm_sum(grad(model.graph, wrt=list(model.graph.params)))
+    assert (7,) in [n.shape for n in ops(summed, "matmul") if n.id in _in_loop(summed)]
+    after, lines = split_products(summed)
+    in_loop = [n.shape for n in ops(after, "matmul") if n.id in _in_loop(after)]
+    assert (7,) not in in_loop and (4,) in in_loop
+    assert lines[0].startswith("split_products: 5 split")  # 4 gates by columns, 1 by rows
+
+
 @pytest.mark.parametrize("name", ["elman", "jordan", "birnn"])
 def test_models_without_concatenated_state_are_untouched(name):
     before = adjoint(ROOT / "models" / f"{name}.grnn")
