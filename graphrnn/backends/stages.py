@@ -21,7 +21,7 @@ from dataclasses import dataclass
 BUFFER = re.compile(r"\bv\d+\b")
 SIZE = re.compile(r"\b(?:S_\w+|B)\b")
 # Locals are printed as <name>_<node number> (numba_program._NestNames).
-LOCAL = re.compile(r"\b[a-z][a-z0-9]*_\d+\b")
+LOCAL = re.compile(r"\b[a-z][a-z0-9_]*?_\d+\b")
 DEFINITION = re.compile(r"^\s*(v\d+) = ")
 DEFAULT_BUDGET = 150
 
