@@ -37,7 +37,6 @@ from graphrnn.backends.cuda_c import CTYPES, literal, translate
 from graphrnn.backends.planning import (
     BLAS_MIN_STEP,
     blas_product,
-    concat_copies,
     concat_slots,
     consumers,
     delay_views,
@@ -45,6 +44,7 @@ from graphrnn.backends.planning import (
     fusion_units,
     gemm_gradients,
     in_slot,
+    kernel_nests,
     needs_buffer,
     nodes_of,
     runs,
@@ -466,12 +466,7 @@ class CudaGen:
         own = OWN.get(node.op)
         if own is not None and own(self, node):
             return
-        if OPS[node.op].kernel is None:
-            raise NotImplementedError(f"no kernel for op '{node.op}'")
-        nests = OPS[node.op].kernel(node)
-        if node.op == "concat":
-            nests = concat_copies(node, nests, self.slots)
-        for nest in nests:
+        for nest in kernel_nests(node, self.slots):
             self.launch(nest, self.kernel_name(nest))
 
 

@@ -16,13 +16,13 @@ from graphrnn import kernels
 from graphrnn.backends import numba_conv, numba_products
 from graphrnn.backends.numba_printer import NumbaPrinter
 from graphrnn.backends.planning import (
-    concat_copies,
     concat_slots,
     consumers,
     delay_views,
     fusion_units,
     gemm_gradients,
     is_static_matrix,
+    kernel_nests,
     needs_buffer,
     runs,
     slice_views,
@@ -191,11 +191,7 @@ class LoopGen(NumbaPrinter):
         own = numba_products.OWN.get(node.op) or numba_conv.OWN.get(node.op)
         if own is not None and own(self, node):
             return
-        kernel = OPS[node.op].kernel
-        if kernel is None:
-            raise NotImplementedError(f"no kernel for op '{node.op}'")
-        nests = kernel(node)
-        self.print_nests(concat_copies(node, nests, self.slots) if node.op == "concat" else nests)
+        self.print_nests(kernel_nests(node, self.slots))
 
 
 def _whole_buffer(user: Node) -> bool:

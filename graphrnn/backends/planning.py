@@ -165,10 +165,16 @@ def in_slot(node: Node, elems: list[str], slots) -> tuple[Node, list[str]]:
     return node, elems
 
 
-def concat_copies(concat: Node, nests: list, slots) -> list:
-    """The concat kernel's nests (one per operand, in order) left to run: those of operands
-    that have no slot in it."""
-    return [nest for x, nest in zip(concat.inputs, nests) if x.id not in slots]
+def kernel_nests(node: Node, slots) -> list:
+    """The nests of the node's shared kernel that a backend prints. A concat's kernel has one
+    nest per operand, in order; those of operands written into their slot are left out."""
+    kernel = OPS[node.op].kernel
+    if kernel is None:
+        raise NotImplementedError(f"no kernel for op '{node.op}'")
+    nests = kernel(node)
+    if node.op == "concat":
+        nests = [nest for x, nest in zip(node.inputs, nests) if x.id not in slots]
+    return nests
 
 
 def fusion_units(nodes: list[Node], skip: set[int]) -> list[list[Node]]:
